@@ -1,0 +1,383 @@
+"""Unbiased estimators of pass@k / max_g@k and of their policy gradients.
+
+Pure math, no I/O. Every public function takes a numpy array or a torch tensor of
+rewards whose last axis holds one group of ``n`` samples of the same prompt, with any
+leading batch shape ``[..., n]``, and returns the same type on the same device.
+
+Notation (paper §3): sort a group ascending, ``g_1 <= ... <= g_n`` (1-based), and let
+``a_p = C(p-1, k-1) / C(n, k)`` be the weight of the p-th smallest reward in the
+max_g@k estimator (Eq. 12-14). Everything below is a handful of weighted cumulative
+sums over the sorted rewards, so each call costs one sort plus O(n) per group
+(Theorems 5-7); the weight vectors depend on (n, k) only and are built once.
+
+Conventions and decisions:
+
+* Integer and boolean rewards are computed in float64 (the paper's Listing 1 would
+  truncate them); half precision is computed in float32 and cast back.
+* Equal rewards get bit-identical outputs: every tied run takes the value computed at
+  the run's last sorted position, so the result never depends on how ties are ordered.
+* ``k`` must satisfy 1 <= k <= n: for k > n no unbiased estimator exists (Corollary 2).
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+from typing import TypeVar
+
+import numpy as np
+import torch
+
+Array = TypeVar("Array", np.ndarray, torch.Tensor)
+
+__all__ = [
+    "binary_weights",
+    "pass_at_k",
+    "rho",
+    "s",
+    "sloo",
+    "sloo_centred",
+    "sloo_minus_one",
+]
+
+
+# --------------------------------------------------------------------------- weights
+
+
+@functools.lru_cache(maxsize=256)
+def _max_weights(n: int, k: int) -> np.ndarray:
+    """``a_p = C(p-1, k-1) / C(n, k)`` for p = 1..n (Eq. 13-14), float64.
+
+    Built top-down from ``a_n = k/n`` with the ratio ``a_{p-1}/a_p = (p-k)/(p-1)``, so no
+    binomial coefficient is ever formed (C(4096, 2048) overflows float64); small weights
+    underflow gracefully to zero instead of producing inf/inf.
+    """
+    a = np.zeros(n)
+    if k == 1:
+        a[:] = 1.0 / n
+        return a
+    p = np.arange(n, k, -1, dtype=np.float64)  # p = n, n-1, ..., k+1
+    ratios = (p - k) / (p - 1)
+    a[k - 1 :] = (k / n) * np.concatenate(([1.0], np.cumprod(ratios)))[::-1]
+    return a
+
+
+@functools.lru_cache(maxsize=256)
+def _offdiag_weights(n: int, k: int) -> np.ndarray:
+    """``d_j = C(j-2, k-2) / C(n, k)`` for j = 1..n (Eq. 21 over C(n, k)); zero if k = 1.
+
+    Uses ``C(j-2, k-2) = C(j-1, k-1) (k-1)/(j-1)``, i.e. ``d_j = a_j (k-1)/(j-1)``.
+    """
+    d = np.zeros(n)
+    if k >= 2:
+        j = np.arange(2, n + 1, dtype=np.float64)
+        d[1:] = _max_weights(n, k)[1:] * (k - 1) / (j - 1)
+    return d
+
+
+@functools.lru_cache(maxsize=64)
+def _log_fail_products(n_max: int, k: int) -> np.ndarray:
+    """Extended-precision ``L[m] = sum_{i=k+1}^{m} log(1 - k/i)`` for m = 0..n_max, so that
+    ``C(n-c, k)/C(n, k) = exp(L[n] - L[n-c])`` (Eq. 3 in product form) when n - c >= k.
+
+    Kept in extended precision: for c << n the difference of two float64 prefix sums
+    would lose ~|L| * eps of absolute accuracy in a quantity of size ~c*k/n.
+    """
+    i = np.arange(1, n_max + 1, dtype=np.longdouble)
+    terms = np.where(i > k, np.log1p(-k / np.maximum(i, k + 1)), 0)
+    return np.concatenate(([0], np.cumsum(terms)))
+
+
+def _weights(table: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(table, dtype=like.dtype, device=like.device)
+
+
+# ----------------------------------------------------------------- input handling
+
+
+def _check_k(k: object, n: int, name: str) -> int:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise ValueError(f"{name}: k must be an integer, got {k!r} ({type(k).__name__})")
+    k = int(k)
+    if k < 1:
+        raise ValueError(f"{name}: k must be >= 1, got k={k}")
+    if k > n:
+        raise ValueError(
+            f"{name}: k={k} > n={n}: no unbiased estimator of pass@k exists with fewer "
+            f"than k samples (Corollary 2); sample at least k per group or lower k"
+        )
+    return k
+
+
+def _as_float_tensor(g: np.ndarray | torch.Tensor, name: str) -> tuple[torch.Tensor, bool]:
+    """Returns (float tensor view of ``g``, whether the input was numpy)."""
+    if isinstance(g, torch.Tensor):
+        t, is_numpy = g, False
+    elif isinstance(g, np.ndarray) or np.isscalar(g) or isinstance(g, list | tuple):
+        arr = np.asarray(g)
+        if arr.dtype.kind not in "biuf":
+            raise ValueError(
+                f"{name}: rewards must be numeric (bool, int or float), got dtype {arr.dtype}"
+            )
+        t, is_numpy = torch.from_numpy(np.ascontiguousarray(arr)), True
+    else:
+        raise ValueError(
+            f"{name}: rewards must be a numpy array or a torch tensor, got {type(g).__name__}"
+        )
+    if t.is_complex() or not (t.is_floating_point() or t.dtype == torch.bool or _is_int(t)):
+        raise ValueError(
+            f"{name}: rewards must be numeric (bool, int or float), got dtype {t.dtype}"
+        )
+    if t.dim() == 0:
+        raise ValueError(f"{name}: rewards must have shape [..., n]; got a scalar")
+    if t.shape[-1] == 0:
+        raise ValueError(f"{name}: the last axis (one group of n samples) is empty")
+    if not t.is_floating_point():
+        t = t.to(torch.float64)
+    elif t.dtype in (torch.float16, torch.bfloat16):
+        t = t.to(torch.float32)
+    _check_finite(t, name)
+    return t, is_numpy
+
+
+def _prepare(g: np.ndarray | torch.Tensor, k: object, name: str) -> tuple[torch.Tensor, bool, int]:
+    t, is_numpy = _as_float_tensor(g, name)
+    return t, is_numpy, _check_k(k, t.shape[-1], name)
+
+
+def _require_subsets_without_i(k: int, n: int, name: str) -> None:
+    if k == n:
+        raise ValueError(
+            f"{name}: k=n={n} leaves no size-k subset without sample i to form the "
+            f"leave-one-out baseline; use k < n or sloo_minus_one (which covers k = n)"
+        )
+
+
+def _is_int(t: torch.Tensor) -> bool:
+    return not t.is_floating_point() and not t.is_complex() and t.dtype != torch.bool
+
+
+def _check_finite(t: torch.Tensor, name: str) -> None:
+    bad = ~torch.isfinite(t)
+    if bool(bad.any()):
+        flat = int(torch.nonzero(bad.reshape(-1))[0])
+        where = np.unravel_index(flat, tuple(t.shape))
+        group = tuple(int(i) for i in where[:-1])
+        value = t.reshape(-1)[flat].item()
+        raise ValueError(
+            f"{name}: reward {value} at group index {group}, sample {int(where[-1])} is not "
+            f"finite; score failed samples as 0 (or any finite value) before transforming"
+        )
+
+
+def _restore(out: torch.Tensor, like: np.ndarray | torch.Tensor, is_numpy: bool) -> Array:
+    if is_numpy:
+        return out.numpy()
+    if like.is_floating_point() and out.dtype != like.dtype:
+        return out.to(like.dtype)
+    return out
+
+
+class _Sorted:
+    """One group-wise ascending sort, shared by everything computed from it."""
+
+    def __init__(self, t: torch.Tensor):
+        self.values, self.order = torch.sort(t, dim=-1, stable=True)
+        n = t.shape[-1]
+        # Index of the last element of each run of equal sorted values: gathering from it
+        # gives all members of a tie the same value, whatever their original order.
+        is_last = torch.ones_like(self.values, dtype=torch.bool)
+        is_last[..., :-1] = self.values[..., 1:] != self.values[..., :-1]
+        pos = torch.arange(n, device=t.device).expand_as(self.order)
+        marks = torch.where(is_last, pos, n).flip(-1)
+        self.run_end = torch.cummin(marks, dim=-1).values.flip(-1)
+
+    def unsort(self, v: torch.Tensor) -> torch.Tensor:
+        """Map values at sorted positions back to the caller's order, ties made exact."""
+        v = torch.gather(v, -1, self.run_end)
+        return torch.empty_like(v).scatter_(-1, self.order, v)
+
+
+# ----------------------------------------------------------------- computations
+
+
+def _rho_sorted(gs: torch.Tensor, k: int) -> torch.Tensor:
+    """Eq. 12/14 on ascending-sorted rewards."""
+    return gs @ _weights(_max_weights(gs.shape[-1], k), gs)
+
+
+def _s_sorted(gs: torch.Tensor, k: int) -> torch.Tensor:
+    """Eq. 19 on ascending-sorted rewards: ``s_i = a_i g_i + sum_{j>i} d_j g_j``."""
+    n = gs.shape[-1]
+    a = _weights(_max_weights(n, k), gs)
+    d = _weights(_offdiag_weights(n, k), gs)
+    suffix = (gs * d).flip(-1).cumsum(-1).flip(-1)  # sum_{j>=i} d_j g_j
+    out = gs * a
+    out[..., :-1] += suffix[..., 1:]
+    return out
+
+
+def _loo_rho_sorted(gs: torch.Tensor, k: int) -> torch.Tensor:
+    """``rho(g without sample i, k)`` for every sorted position i, in O(n) per group.
+
+    Removing the i-th smallest leaves the samples below it at their sorted positions and
+    shifts the ones above it down by one, so with the (n-1)-sample weights ``a'``:
+    ``rho_{-i} = sum_{j<i} a'_j g_j + sum_{j>i} a'_{j-1} g_j`` (a prefix and a suffix sum).
+    """
+    n = gs.shape[-1]
+    w = _weights(_max_weights(n - 1, k), gs)
+    below = (gs[..., :-1] * w).cumsum(-1)  # below[..., m] = sum_{j<=m} a'_j g_j
+    above = (gs[..., 1:] * w).flip(-1).cumsum(-1).flip(-1)  # above[..., m] = sum_{j>m} ...
+    out = torch.zeros_like(gs)
+    out[..., 1:] += below
+    out[..., :-1] += above
+    return out
+
+
+# ----------------------------------------------------------------- public API
+
+
+def pass_at_k(
+    n: np.ndarray | torch.Tensor | int, c: np.ndarray | torch.Tensor | int, k: int
+) -> Array:
+    """Unbiased pass@k from c correct out of n samples (Eq. 3): ``1 - C(n-c, k) / C(n, k)``.
+
+    Uses the product form ``C(n-c,k)/C(n,k) = prod_{i=n-c+1}^{n} (1 - k/i)`` as a difference
+    of prefix sums of ``log(1 - k/i)`` in extended precision, finished with ``expm1``: no
+    binomial is formed and small pass rates keep full relative precision. ``n`` and ``c``
+    broadcast against each other (numpy, or torch: the result is on their device); ``k``
+    is one integer. Computed on the CPU (this is a metric, not a hot path).
+    Raises ValueError for n < 1, c < 0, c > n, non-integer counts, or k > n.
+    """
+    device = next((x.device for x in (n, c) if isinstance(x, torch.Tensor)), None)
+    counts = []
+    for label, x in (("n", n), ("c", c)):
+        arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        if arr.dtype.kind not in "iuf" or not np.all(arr == np.round(arr)):
+            raise ValueError(f"pass_at_k: {label} must hold whole numbers, got {arr!r}")
+        counts.append(arr.astype(np.int64))
+    nn, cc = np.broadcast_arrays(*counts)
+    bad = (nn < 1) | (cc < 0) | (cc > nn)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"pass_at_k: need n >= 1 and 0 <= c <= n; at index {i} n={nn.flat[i]}, c={cc.flat[i]}"
+        )
+    n_max = int(nn.max()) if nn.size else 1
+    k = _check_k(k, int(nn.min()) if nn.size else n_max, "pass_at_k")
+    log_prod = _log_fail_products(n_max, k)
+    log_ratio = (log_prod[nn] - log_prod[nn - cc]).astype(np.float64)
+    out = np.where(nn - cc < k, 1.0, -np.expm1(log_ratio)) + 0.0  # + 0.0: no -0.0
+    return torch.as_tensor(out, device=device) if device is not None else out
+
+
+def rho(g: Array, k: int) -> Array:
+    """Unbiased max_g@k from one group of n rewards (Eq. 12/14), shape ``[...]``.
+
+    ``rho = sum_p C(p-1, k-1)/C(n, k) g_(p)`` over the ascending order statistics: the
+    average over all C(n, k) subsets of their maximum (Theorem 3). For 0/1 rewards this is
+    the Codex estimator ``1 - C(n-c, k)/C(n, k)`` of Eq. 3. k = 1 gives the mean; k = n the
+    maximum; n = 1 (with k = 1) returns the reward itself.
+    """
+    t, is_numpy, k = _prepare(g, k, "rho")
+    return _restore(_rho_sorted(torch.sort(t, dim=-1).values, k), g, is_numpy)
+
+
+def s(g: Array, k: int) -> Array:
+    """Per-sample rewards of the unbiased max_g@k gradient, no baseline (Eq. 18-21).
+
+    ``s_i = (1/C(n,k)) * sum over size-k subsets containing i of their maximum`` (Eq. 27),
+    computed in sorted order as ``s_i = a_i g_i + sum_{j>i} d_j g_j`` (Theorem 5).
+    k = 1 reduces to ``g_i / n`` (plain REINFORCE, scaled by 1/n); k = n gives every sample
+    ``max(g)``. For 0/1 rewards this equals ``binary_weights`` (Eq. 8).
+    """
+    t, is_numpy, k = _prepare(g, k, "s")
+    srt = _Sorted(t)
+    return _restore(srt.unsort(_s_sorted(srt.values, k)), g, is_numpy)
+
+
+def sloo(g: Array, k: int) -> Array:
+    """``s`` with the paper's leave-one-out baseline over subsets without i (Eq. 29-32).
+
+    ``s_i^(loo) = s_i - 1/(n-1) * sum_{j != i} S(j, k, [n] \\ {i})``; the sum is
+    ``k * rho(g without i, k)``, so the baseline is ``k/(n-1) * rho(g_{-i}, k)``. It does not
+    depend on sample i, hence the estimator stays unbiased (Corollary 1). Note it is not
+    centred: its scale k/(n-1) differs from s's k/n (see ``sloo_centred``).
+    k = 1 reduces to ``g_i/n - mean_{j != i}(g_j)/(n-1)``.
+
+    Raises ValueError for k = n: no size-k subset excludes i, so there is no baseline
+    (use ``sloo_minus_one``, which covers k = n).
+    """
+    t, is_numpy, k = _prepare(g, k, "sloo")
+    n = t.shape[-1]
+    _require_subsets_without_i(k, n, "sloo")
+    return _restore(_baselined(t, k, k_base=k, scale=k / (n - 1)), g, is_numpy)
+
+
+def sloo_centred(g: Array, k: int) -> Array:
+    """``s`` minus ``k/n * rho(g without i, k)``: Eq. 29's baseline rescaled to be centred.
+
+    Beyond the paper. Each size-k subset containing i is centred on the max_g@k estimate
+    from the other samples, so the baseline has the same k/n scale as ``s`` (unlike
+    ``sloo``'s k/(n-1)) and still does not depend on sample i (unbiased by Corollary 1).
+    k = 1 is exactly ``(g_i - mean_{j != i} g_j) / n``, the RLOO advantage over n.
+    Raises ValueError for k = n, as ``sloo`` does.
+    """
+    t, is_numpy, k = _prepare(g, k, "sloo_centred")
+    n = t.shape[-1]
+    _require_subsets_without_i(k, n, "sloo_centred")
+    return _restore(_baselined(t, k, k_base=k, scale=k / n), g, is_numpy)
+
+
+def sloo_minus_one(g: Array, k: int) -> Array:
+    """``s`` with the max_g@(k-1) leave-one-out baseline (Eq. 33-34): the paper's PKPO.
+
+    ``s_i^(loo-1) = 1/C(n,k) * sum over size-k subsets I containing i of
+    (max_I g - max_{I \\ i} g)`` ``= s_i - k/n * rho(g without i, k-1)``. k = n is the
+    estimator of Tang et al. (2025). Defined for k >= 2.
+
+    Raises ValueError for k = 1: the baseline would be a maximum over k-1 = 0 samples.
+    """
+    t, is_numpy, k = _prepare(g, k, "sloo_minus_one")
+    if k == 1:
+        raise ValueError(
+            "sloo_minus_one: k=1 leaves a max over k-1=0 samples as baseline; for k=1 use "
+            "sloo(g, 1), sloo_centred(g, 1) or the 'loo' transform (Eq. 26), which the paper "
+            "uses for k_opt=1"
+        )
+    return _restore(_baselined(t, k, k_base=k - 1, scale=k / t.shape[-1]), g, is_numpy)
+
+
+def binary_weights(f: Array, k: int) -> Array:
+    """Per-sample rewards of the unbiased pass@k gradient for 0/1 correctness (Eq. 8).
+
+    ``r_i = k/n`` if sample i is correct, else ``k/n * rho(n-1, c, k-1)`` with c the number
+    of correct samples (Eq. 46-47). For k = 1, ``rho(., ., 0) = 0`` and ``r_i = f_i / n``.
+    Raises ValueError if any reward is not 0 or 1.
+    """
+    t, is_numpy, k = _prepare(f, k, "binary_weights")
+    n = t.shape[-1]
+    nonbinary = (t != 0) & (t != 1)
+    if bool(nonbinary.any()):
+        flat = int(torch.nonzero(nonbinary.reshape(-1))[0])
+        where = np.unravel_index(flat, tuple(t.shape))
+        raise ValueError(
+            f"binary_weights: reward {t.reshape(-1)[flat].item()} at group index "
+            f"{tuple(int(i) for i in where[:-1])} is not 0 or 1; use s() for continuous rewards"
+        )
+    c = t.sum(-1, keepdim=True).to(torch.float64)
+    if k >= 2:
+        # An incorrect sample sees the c correct ones among the other n-1; when c = n no
+        # sample takes this branch, so clamping only keeps pass_at_k's domain valid.
+        wrong = pass_at_k(torch.full_like(c, n - 1), c.clamp(max=n - 1), k - 1).to(t.dtype)
+    else:
+        wrong = torch.zeros_like(t)
+    out = (k / n) * torch.where(t == 1, torch.ones_like(t), wrong.expand_as(t))
+    return _restore(out, f, is_numpy)
+
+
+def _baselined(t: torch.Tensor, k: int, k_base: int, scale: float) -> torch.Tensor:
+    """``s(g, k) - scale * rho(g without i, k_base)`` for every sample i."""
+    srt = _Sorted(t)
+    out = _s_sorted(srt.values, k) - scale * _loo_rho_sorted(srt.values, k_base)
+    return srt.unsort(out)

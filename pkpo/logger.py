@@ -1,0 +1,77 @@
+"""Run logging: one JSON-lines event log per run folder, mirrored to wandb.
+
+``<run>/events.jsonl`` is the single source the analysis reads. Every line is one JSON
+object with ``event``, ``time`` (unix seconds) and, for step events, ``step``:
+
+* ``{"event": "start", "schema": 1, "run_dir": ..., "resumed_from_step": int | null}``
+  (the resolved config is in ``<run>/config.yaml``, written before this line);
+* ``{"event": "train", "step": t, "k_opt": int, "transform": str,
+  "pass@1": ..., "pass@2": ..., (k_eval in {1, 2, 4, 8, 12, 16}, those <= n),
+  "cumulative_solve_rate": ..., "solved": int, "num_problems": int,
+  "entropy": ..., "reward_mean": ..., "adv_mean": ..., "adv_std": ..., "adv_abs_max": ...,
+  "kl": ..., "clip_frac": ..., "loss": ..., "grad_norm": ..., "lr": ...,
+  "score_failures": int, "sampled_tokens": int, "tokens_per_s": ...,
+  "time/sample": s, "time/score": s, "time/transform": s, "time/update": s,
+  "time/sync": s, "time/log": s, "time/step": s}``;
+* ``{"event": "eval", "step": t, "split": str, "num_problems": int, "n_eval": int,
+  "reward_mean": ..., "pass@1": ..., "pass@1_se": ..., ...}`` (standard errors are over
+  problems of the per-problem unbiased estimates);
+* ``{"event": "score_failure", "step": t, "problem_id": str, "error": str}``;
+* ``{"event": "checkpoint", "step": t, "path": str}``;
+* ``{"event": "end", "step": t, "status": "finished" | "failed", "error": str | null}``.
+
+A resumed run appends to the same file; readers keep the last record of each (event,
+step) so that steps replayed after a crash are not double counted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN/inf; null keeps the line parseable everywhere
+    if hasattr(value, "item"):
+        return _jsonable(value.item())
+    return value
+
+
+class EventLog:
+    """Append-only JSON-lines log; each line is flushed and fsynced as it is written."""
+
+    def __init__(self, run_dir: str | Path, wandb_run: Any = None):
+        self.path = Path(run_dir) / "events.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._wandb = wandb_run
+
+    def write(self, event: str, **fields: Any) -> dict[str, Any]:
+        record = {"event": event, "time": time.time()}
+        record.update({k: _jsonable(v) for k, v in fields.items()})
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        if self._wandb is not None and event in ("train", "eval"):
+            prefix = "train" if event == "train" else f"eval_{record.get('split', 'test')}"
+            metrics = {
+                f"{prefix}/{k}": v
+                for k, v in record.items()
+                if isinstance(v, int | float) and k not in ("step", "time")
+            }
+            self._wandb.log(metrics, step=record.get("step"))
+        return record
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
