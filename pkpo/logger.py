@@ -9,7 +9,8 @@ object with ``event``, ``time`` (unix seconds) and, for step events, ``step``:
   "pass@1": ..., "pass@2": ..., (k_eval in {1, 2, 4, 8, 12, 16}, those <= n),
   "cumulative_solve_rate": ..., "solved": int, "num_problems": int,
   "entropy": ..., "reward_mean": ..., "adv_mean": ..., "adv_std": ..., "adv_abs_max": ...,
-  "kl": ..., "clip_frac": ..., "loss": ..., "grad_norm": ..., "lr": ...,
+  "kl_old": ..., "kl": ... (to the reference policy, when kl_coef > 0),
+  "clip_frac": ..., "ratio_dev": ..., "loss": ..., "grad_norm": ..., "lr": ...,
   "score_failures": int, "sampled_tokens": int, "tokens_per_s": ...,
   "time/sample": s, "time/score": s, "time/transform": s, "time/update": s,
   "time/sync": s, "time/log": s, "time/step": s}``;
@@ -17,7 +18,7 @@ object with ``event``, ``time`` (unix seconds) and, for step events, ``step``:
   "reward_mean": ..., "pass@1": ..., "pass@1_se": ..., ...}`` (standard errors are over
   problems of the per-problem unbiased estimates);
 * ``{"event": "score_failure", "step": t, "problem_id": str, "error": str}``;
-* ``{"event": "checkpoint", "step": t, "path": str}``;
+* ``{"event": "checkpoint", "step": t, "path": str, "seconds": float}``;
 * ``{"event": "end", "step": t, "status": "finished" | "failed", "error": str | null}``.
 
 A resumed run appends to the same file; readers keep the last record of each (event,
