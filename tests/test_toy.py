@@ -1,0 +1,235 @@
+"""Tests of the 1-D toy experiment (experiments/toy), each against an independent oracle:
+raw Monte Carlo draws, scipy quadrature written out here, math.comb, or hand computation."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import integrate, stats
+
+from experiments.toy import figures as F
+from experiments.toy import gradients as G
+from experiments.toy import problem
+from experiments.toy.train import train_theta
+
+REPO = Path(__file__).resolve().parents[1]
+SIGMA = 0.1
+
+
+# ----------------------------------------------------------------- oracles
+
+
+def raw_reward(x: np.ndarray) -> np.ndarray:
+    return np.where((x >= 0) & (x <= 1), x**2, 0.0)
+
+
+def quad_maxg(theta: float, k: int) -> float:
+    """``int_0^1 P(max of k rewards > y) dy`` by adaptive quadrature in y (not u = sqrt y)."""
+
+    def cdf(y: float) -> float:  # P(g(x) <= y) for y in [0, 1)
+        return stats.norm.cdf((math.sqrt(y) - theta) / SIGMA) + stats.norm.cdf((theta - 1) / SIGMA)
+
+    value, _ = integrate.quad(lambda y: 1 - cdf(y) ** k, 0, 1, limit=200, epsabs=1e-12)
+    return value
+
+
+def quad_dmaxg(theta: float, k: int, h: float = 1e-4) -> float:
+    return (quad_maxg(theta + h, k) - quad_maxg(theta - h, k)) / (2 * h)
+
+
+def mc_gradient_means(name: str, theta: float, n: int, k: int, draws: int, seed: int):
+    """(mean, standard error) of ``draws`` Eq. 18 estimates, the score written out here."""
+    rng = np.random.default_rng(seed)
+    x = theta + SIGMA * rng.standard_normal((draws, n))
+    adv = G.ESTIMATORS[name](raw_reward(x), k) if name != "pkpo" else G.pkpo(raw_reward(x), k)
+    est = (adv * (x - theta) / SIGMA**2).sum(-1)
+    return est.mean(), est.std(ddof=1) / math.sqrt(draws)
+
+
+# ------------------------------------------------------------ exact max_g@k
+
+
+@pytest.mark.parametrize("theta", [0.6, 1.0])
+@pytest.mark.parametrize("k", [1, 3, 8])
+def test_maxg_matches_monte_carlo_of_raw_maxima(theta, k):
+    rng = np.random.default_rng(123 + k)
+    maxima = raw_reward(theta + SIGMA * rng.standard_normal((200_000, k))).max(-1)
+    se = maxima.std(ddof=1) / math.sqrt(maxima.size)
+    assert abs(problem.maxg_at_k(theta, k, SIGMA) - maxima.mean()) < 4 * se
+
+
+@pytest.mark.parametrize("theta", [0.3, 0.6, 0.95, 1.0, 1.2])
+@pytest.mark.parametrize("k", [1, 2, 5, 16])
+def test_maxg_and_derivative_match_adaptive_quadrature(theta, k):
+    assert problem.maxg_at_k(theta, k, SIGMA) == pytest.approx(quad_maxg(theta, k), abs=1e-9)
+    assert problem.dmaxg_at_k(theta, k, SIGMA) == pytest.approx(quad_dmaxg(theta, k), abs=1e-5)
+
+
+def test_optimal_theta_is_a_maximum_and_grows_with_k():
+    stars = [problem.optimal_theta(k, SIGMA, (0.0, 1.5)) for k in (1, 2, 4, 8)]
+    for k, star in zip((1, 2, 4, 8), stars, strict=True):
+        grid = np.linspace(star - 0.02, star + 0.02, 41)  # step 1e-3, star in the middle
+        best = grid[np.argmax([quad_maxg(t, k) for t in grid])]
+        assert abs(best - star) < 1e-3
+    # the paper's Figure 1: larger k takes more risk, i.e. a larger optimal theta
+    assert np.all(np.diff(stars) > 0.01)
+
+
+def test_problem_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        problem.maxg_at_k(1.0, 0, SIGMA)
+    with pytest.raises(ValueError, match="sigma must be positive"):
+        problem.dmaxg_at_k(1.0, 2, 0.0)
+    with pytest.raises(ValueError, match="bounds"):
+        problem.optimal_theta(2, SIGMA, (1.0, 0.5))
+
+
+# ----------------------------------------------------------------- Figure 2
+
+
+def test_figure2_weights_equal_binomial_ratios():
+    n = 8
+    df = F.weights_table(n)
+    assert len(df) == n * n
+    for row in df.itertuples():
+        want = math.comb(row.sort_index - 1, row.k - 1) / math.comb(n, row.k)
+        assert row.weight == pytest.approx(want, abs=1e-14), row
+
+
+# ------------------------------------------------------ gradient estimators
+
+
+ESTIMATOR_CASES = [
+    ("sloo_minus_one", 8, 2),
+    ("sloo_minus_one", 12, 4),
+    ("sloo_minus_one", 4, 4),
+    ("sloo", 8, 2),
+    ("sloo", 12, 4),
+    ("sloo_centred", 8, 2),
+    ("sloo_centred", 12, 4),
+    ("s", 8, 2),
+    ("s", 12, 4),
+    ("pkpo", 8, 1),
+    ("naive_partitioned", 12, 4),
+    ("naive_partitioned_baselined", 12, 4),
+    ("sloo_minus_one_partitioned", 12, 4),
+]
+
+
+@pytest.mark.parametrize("theta", [0.6, 1.0])
+@pytest.mark.parametrize(("name", "n", "k"), ESTIMATOR_CASES)
+def test_gradient_estimators_are_unbiased(name, n, k, theta):
+    mean, se = mc_gradient_means(name, theta, n, k, draws=40_000, seed=7)
+    truth = quad_dmaxg(theta, k)
+    assert abs(mean - truth) < 4 * se, (mean, truth, se)
+    assert se < 0.03 * abs(truth)  # power to see a wrong normalisation (4 se < 12%)
+
+
+def test_gradient_estimates_use_the_gaussian_score():
+    x = np.array([[0.9, 1.05, 0.3, 0.5]])
+    adv = G.pkpo(raw_reward(x), 2)
+    want = (adv * (x - 0.8) / SIGMA**2).sum()
+    assert G.gradient_estimates(G.pkpo, x, 0.8, SIGMA, 2)[0] == pytest.approx(want)
+
+
+def test_partitioned_estimators_by_hand():
+    g = np.array([1.0, 3.0, 2.0, 0.0])  # sets {1, 3} and {2, 0}, k = 2, n = 4
+    np.testing.assert_allclose(G.naive_partitioned(g, 2), [1.5, 1.5, 1.0, 1.0])
+    np.testing.assert_allclose(G.naive_partitioned_baselined(g, 2), [0.5, 0.5, -0.5, -0.5])
+    # within a set: max minus the other sample's value, then / (n/k) = 2 sets
+    np.testing.assert_allclose(G.sloo_minus_one_partitioned(g, 2), [0.0, 1.0, 1.0, 0.0])
+
+
+def test_partitioned_estimators_reject_bad_shapes():
+    with pytest.raises(ValueError, match="multiple of k"):
+        G.naive_partitioned(np.zeros(6), 4)
+    with pytest.raises(ValueError, match="no\\s+other set"):
+        G.naive_partitioned_baselined(np.zeros(4), 4)
+
+
+@pytest.mark.parametrize("name", sorted(G.ESTIMATORS))
+def test_defined_agrees_with_what_the_estimators_accept(name):
+    g = np.random.default_rng(0).uniform(size=(3, 12))
+    for n in range(1, 13):
+        for k in range(1, n + 1):
+            try:
+                G.ESTIMATORS[name](g[:, :n], k)
+                ok = True
+            except ValueError:
+                ok = False
+            assert G.defined(name, n, k) == ok, (name, n, k)
+
+
+def test_baselines_reduce_variance_in_the_papers_order():
+    df = F.variance_table([8], 1.0, 4, SIGMA, 4000, np.random.default_rng(3))
+    var = df.set_index("estimator").variance
+    assert var["sloo_minus_one"] < var["sloo"] < var["s"]
+    assert var["naive_partitioned_baselined"] < var["naive_partitioned"]
+
+
+# ----------------------------------------------------------------- Figure 5
+
+
+def test_effective_rewards_of_s_with_k1_are_the_rewards_over_n():
+    df = F.effective_reward_table(32, [1], 2000, 10, np.random.default_rng(0))
+    d = df[(df.estimator == "s") & (df.k == 1)]
+    # s(g, 1) = g / n, and the mean of U[-1/2, 1/2] draws in a bin is close to its centre
+    np.testing.assert_allclose(d.effective_reward, d.bin_center / 32, atol=2e-4)
+    assert set(df.estimator) == {"s", "sloo"}  # sloo_minus_one is undefined for k = 1
+
+
+# ----------------------------------------------------------------- training
+
+
+def test_training_reaches_the_k_optimal_theta():
+    k = 4
+    path = train_theta(k, 16, 8, 150, 0.02, 0.5, SIGMA, np.random.default_rng(0))
+    grid = np.linspace(0.9, 1.0, 101)
+    star = grid[np.argmax([quad_maxg(t, k) for t in grid])]
+    assert path.shape == (151,)
+    assert abs(path[-1] - star) < 0.01
+    # and it is not where the k = 1 policy would settle
+    assert abs(path[-1] - problem.optimal_theta(1, SIGMA, (0.0, 1.5))) > 0.05
+
+
+# ----------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_command_writes_every_figure(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [
+        sys.executable, "-m", "experiments.toy", "out_dir=rel/out", "n_estimates=300",
+        "fig1.thetas.num=11", "fig1.ks=[1,4]", "fig4.ns=[4,8]", "fig5.n_draws=50",
+        "train.steps=20", "train.ks=[1,2]",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "rel" / "out"
+    for stem in ("fig1_maxg_at_k", "fig2_weights", "fig4_variance", "fig5_effective_rewards"):
+        for ext in ("png", "pdf", "csv"):
+            assert (out / f"{stem}.{ext}").stat().st_size > 0, (stem, ext)
+    train = pd.read_csv(out / "train_theta.csv")
+    assert list(train.columns) == ["k", "step", "theta", "theta_star"]
+    assert sorted(train.k.unique()) == [1, 2] and train.step.max() == 20
+    fig1 = pd.read_csv(out / "fig1_maxg_at_k.csv")
+    assert list(fig1.columns) == [
+        "theta", "k", "maxg_at_k", "dmaxg_numeric", "dmaxg_estimator", "dmaxg_estimator_se",
+    ]  # fmt: skip
+    fig4 = pd.read_csv(out / "fig4_variance.csv")
+    assert list(fig4.columns[:4]) == ["n", "estimator", "variance", "mean"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["optimal_theta"]) == {"1", "2", "4"}
+    assert summary["fig4"]["variance"]["sloo_minus_one"]["8"] > 0
+    assert "wall_time_s" in summary and "done in" in proc.stdout + proc.stderr
+    # Hydra's own files stay inside out_dir/.hydra: no outputs/ next to the caller
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rel"]
+    assert any((out / ".hydra").glob("*/config.yaml"))
