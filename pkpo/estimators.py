@@ -88,8 +88,17 @@ def _log_fail_products(n_max: int, k: int) -> np.ndarray:
     return np.concatenate(([0], np.cumsum(terms)))
 
 
-def _weights(table: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    return torch.as_tensor(table, dtype=like.dtype, device=like.device)
+_TABLES = {"max": _max_weights, "offdiag": _offdiag_weights}
+
+
+@functools.lru_cache(maxsize=512)
+def _cached_weights(kind: str, n: int, k: int, dtype: torch.dtype, device: torch.device):
+    return torch.as_tensor(_TABLES[kind](n, k), dtype=dtype, device=device)
+
+
+def _weights(kind: str, n: int, k: int, like: torch.Tensor) -> torch.Tensor:
+    """A weight vector as a tensor on ``like``'s dtype and device, built once per (n, k)."""
+    return _cached_weights(kind, n, k, like.dtype, like.device)
 
 
 # ----------------------------------------------------------------- input handling
@@ -109,8 +118,14 @@ def _check_k(k: object, n: int, name: str) -> int:
     return k
 
 
-def _as_float_tensor(g: np.ndarray | torch.Tensor, name: str) -> tuple[torch.Tensor, bool]:
-    """Returns (float tensor view of ``g``, whether the input was numpy)."""
+def _as_float_tensor(
+    g: np.ndarray | torch.Tensor, name: str, check_finite: bool = True
+) -> tuple[torch.Tensor, bool]:
+    """Returns (float tensor view of ``g``, whether the input was numpy).
+
+    ``check_finite=False`` is for callers that sort first: ``_Sorted`` then only needs to
+    look at the two ends of each sorted group (NaN and +inf sort last, -inf first).
+    """
     if isinstance(g, torch.Tensor):
         t, is_numpy = g, False
     elif isinstance(g, np.ndarray) or np.isscalar(g) or isinstance(g, list | tuple):
@@ -136,12 +151,15 @@ def _as_float_tensor(g: np.ndarray | torch.Tensor, name: str) -> tuple[torch.Ten
         t = t.to(torch.float64)
     elif t.dtype in (torch.float16, torch.bfloat16):
         t = t.to(torch.float32)
-    _check_finite(t, name)
+    if check_finite:
+        _check_finite(t, name)
     return t, is_numpy
 
 
-def _prepare(g: np.ndarray | torch.Tensor, k: object, name: str) -> tuple[torch.Tensor, bool, int]:
-    t, is_numpy = _as_float_tensor(g, name)
+def _prepare(
+    g: np.ndarray | torch.Tensor, k: object, name: str, check_finite: bool = False
+) -> tuple[torch.Tensor, bool, int]:
+    t, is_numpy = _as_float_tensor(g, name, check_finite)
     return t, is_numpy, _check_k(k, t.shape[-1], name)
 
 
@@ -178,23 +196,38 @@ def _restore(out: torch.Tensor, like: np.ndarray | torch.Tensor, is_numpy: bool)
     return out
 
 
+# Up to this group size the sorted-space maps run as one cached n x n matmul and ties are
+# found with searchsorted: fewer kernel launches win while O(n^2) per group is small.
+_DENSE_MAX_N = 128
+
+
 class _Sorted:
     """One group-wise ascending sort, shared by everything computed from it."""
 
-    def __init__(self, t: torch.Tensor):
-        self.values, self.order = torch.sort(t, dim=-1, stable=True)
-        n = t.shape[-1]
-        # Index of the last element of each run of equal sorted values: gathering from it
-        # gives all members of a tie the same value, whatever their original order.
-        is_last = torch.ones_like(self.values, dtype=torch.bool)
-        is_last[..., :-1] = self.values[..., 1:] != self.values[..., :-1]
-        pos = torch.arange(n, device=t.device).expand_as(self.order)
-        marks = torch.where(is_last, pos, n).flip(-1)
-        self.run_end = torch.cummin(marks, dim=-1).values.flip(-1)
+    def __init__(self, t: torch.Tensor, name: str):
+        self.input = t
+        # Unstable is fine: ``unsort`` makes tied values bit-identical anyway.
+        self.values, self.order = torch.sort(t, dim=-1)
+        # NaN and +inf sort last and -inf first, so the ends tell whether a group has a
+        # non-finite reward (a finite difference that overflows only costs a full scan).
+        if not bool(torch.isfinite(self.values[..., -1] - self.values[..., 0]).all()):
+            _check_finite(t, name)  # raises, naming the first offending group
 
     def unsort(self, v: torch.Tensor) -> torch.Tensor:
-        """Map values at sorted positions back to the caller's order, ties made exact."""
-        v = torch.gather(v, -1, self.run_end)
+        """Map values at sorted positions back to the caller's order.
+
+        Every member of a run of equal rewards takes the value at the run's last sorted
+        position (the rank of ``<=``), so ties never depend on the order they came in.
+        """
+        n = v.shape[-1]
+        if n <= _DENSE_MAX_N:
+            last = torch.searchsorted(self.values, self.input, right=True) - 1
+            return torch.gather(v, -1, last)
+        is_last = torch.ones_like(self.values, dtype=torch.bool)
+        is_last[..., :-1] = self.values[..., 1:] != self.values[..., :-1]
+        pos = torch.arange(n, device=v.device).expand_as(self.order)
+        run_end = torch.cummin(torch.where(is_last, pos, n).flip(-1), dim=-1).values.flip(-1)
+        v = torch.gather(v, -1, run_end)
         return torch.empty_like(v).scatter_(-1, self.order, v)
 
 
@@ -203,14 +236,14 @@ class _Sorted:
 
 def _rho_sorted(gs: torch.Tensor, k: int) -> torch.Tensor:
     """Eq. 12/14 on ascending-sorted rewards."""
-    return gs @ _weights(_max_weights(gs.shape[-1], k), gs)
+    return gs @ _weights("max", gs.shape[-1], k, gs)
 
 
 def _s_sorted(gs: torch.Tensor, k: int) -> torch.Tensor:
     """Eq. 19 on ascending-sorted rewards: ``s_i = a_i g_i + sum_{j>i} d_j g_j``."""
     n = gs.shape[-1]
-    a = _weights(_max_weights(n, k), gs)
-    d = _weights(_offdiag_weights(n, k), gs)
+    a = _weights("max", n, k, gs)
+    d = _weights("offdiag", n, k, gs)
     suffix = (gs * d).flip(-1).cumsum(-1).flip(-1)  # sum_{j>=i} d_j g_j
     out = gs * a
     out[..., :-1] += suffix[..., 1:]
@@ -225,13 +258,36 @@ def _loo_rho_sorted(gs: torch.Tensor, k: int) -> torch.Tensor:
     ``rho_{-i} = sum_{j<i} a'_j g_j + sum_{j>i} a'_{j-1} g_j`` (a prefix and a suffix sum).
     """
     n = gs.shape[-1]
-    w = _weights(_max_weights(n - 1, k), gs)
+    w = _weights("max", n - 1, k, gs)
     below = (gs[..., :-1] * w).cumsum(-1)  # below[..., m] = sum_{j<=m} a'_j g_j
     above = (gs[..., 1:] * w).flip(-1).cumsum(-1).flip(-1)  # above[..., m] = sum_{j>m} ...
     out = torch.zeros_like(gs)
     out[..., 1:] += below
     out[..., :-1] += above
     return out
+
+
+def _transform_sorted(gs: torch.Tensor, k: int, k_base: int | None, scale: float) -> torch.Tensor:
+    """``s(g, k) - scale * rho(g without i, k_base)`` on sorted rewards (``s`` alone if
+    ``k_base`` is None). Linear in ``gs``: small groups use its matrix, built once."""
+    n = gs.shape[-1]
+    if n <= _DENSE_MAX_N:
+        return gs @ _dense_map(n, k, k_base, scale, gs.dtype, gs.device)
+    out = _s_sorted(gs, k)
+    return out if k_base is None else out - scale * _loo_rho_sorted(gs, k_base)
+
+
+@functools.lru_cache(maxsize=256)
+def _dense_map(
+    n: int, k: int, k_base: int | None, scale: float, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """The n x n matrix M with ``_transform_sorted(g) = g @ M``: the cumulative-sum path
+    applied to the unit vectors (float64), so both paths compute the same function."""
+    eye = torch.eye(n, dtype=torch.float64)
+    out = _s_sorted(eye, k)
+    if k_base is not None:
+        out = out - scale * _loo_rho_sorted(eye, k_base)
+    return out.to(dtype=dtype, device=device)
 
 
 # ----------------------------------------------------------------- public API
@@ -280,7 +336,7 @@ def rho(g: Array, k: int) -> Array:
     maximum; n = 1 (with k = 1) returns the reward itself.
     """
     t, is_numpy, k = _prepare(g, k, "rho")
-    return _restore(_rho_sorted(torch.sort(t, dim=-1).values, k), g, is_numpy)
+    return _restore(_rho_sorted(_Sorted(t, "rho").values, k), g, is_numpy)
 
 
 def s(g: Array, k: int) -> Array:
@@ -292,8 +348,7 @@ def s(g: Array, k: int) -> Array:
     ``max(g)``. For 0/1 rewards this equals ``binary_weights`` (Eq. 8).
     """
     t, is_numpy, k = _prepare(g, k, "s")
-    srt = _Sorted(t)
-    return _restore(srt.unsort(_s_sorted(srt.values, k)), g, is_numpy)
+    return _restore(_apply(t, "s", k, None, 0.0), g, is_numpy)
 
 
 def sloo(g: Array, k: int) -> Array:
@@ -311,7 +366,7 @@ def sloo(g: Array, k: int) -> Array:
     t, is_numpy, k = _prepare(g, k, "sloo")
     n = t.shape[-1]
     _require_subsets_without_i(k, n, "sloo")
-    return _restore(_baselined(t, k, k_base=k, scale=k / (n - 1)), g, is_numpy)
+    return _restore(_apply(t, "sloo", k, k, k / (n - 1)), g, is_numpy)
 
 
 def sloo_centred(g: Array, k: int) -> Array:
@@ -326,7 +381,7 @@ def sloo_centred(g: Array, k: int) -> Array:
     t, is_numpy, k = _prepare(g, k, "sloo_centred")
     n = t.shape[-1]
     _require_subsets_without_i(k, n, "sloo_centred")
-    return _restore(_baselined(t, k, k_base=k, scale=k / n), g, is_numpy)
+    return _restore(_apply(t, "sloo_centred", k, k, k / n), g, is_numpy)
 
 
 def sloo_minus_one(g: Array, k: int) -> Array:
@@ -345,7 +400,7 @@ def sloo_minus_one(g: Array, k: int) -> Array:
             "sloo(g, 1), sloo_centred(g, 1) or the 'loo' transform (Eq. 26), which the paper "
             "uses for k_opt=1"
         )
-    return _restore(_baselined(t, k, k_base=k - 1, scale=k / t.shape[-1]), g, is_numpy)
+    return _restore(_apply(t, "sloo_minus_one", k, k - 1, k / t.shape[-1]), g, is_numpy)
 
 
 def binary_weights(f: Array, k: int) -> Array:
@@ -355,7 +410,7 @@ def binary_weights(f: Array, k: int) -> Array:
     of correct samples (Eq. 46-47). For k = 1, ``rho(., ., 0) = 0`` and ``r_i = f_i / n``.
     Raises ValueError if any reward is not 0 or 1.
     """
-    t, is_numpy, k = _prepare(f, k, "binary_weights")
+    t, is_numpy, k = _prepare(f, k, "binary_weights", check_finite=True)
     n = t.shape[-1]
     nonbinary = (t != 0) & (t != 1)
     if bool(nonbinary.any()):
@@ -376,8 +431,7 @@ def binary_weights(f: Array, k: int) -> Array:
     return _restore(out, f, is_numpy)
 
 
-def _baselined(t: torch.Tensor, k: int, k_base: int, scale: float) -> torch.Tensor:
-    """``s(g, k) - scale * rho(g without i, k_base)`` for every sample i."""
-    srt = _Sorted(t)
-    out = _s_sorted(srt.values, k) - scale * _loo_rho_sorted(srt.values, k_base)
-    return srt.unsort(out)
+def _apply(t: torch.Tensor, name: str, k: int, k_base: int | None, scale: float) -> torch.Tensor:
+    """Sort, transform in sorted order (``_transform_sorted``), and map back."""
+    srt = _Sorted(t, name)
+    return srt.unsort(_transform_sorted(srt.values, k, k_base, scale))
