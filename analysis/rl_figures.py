@@ -1,0 +1,64 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Figures 3, 6, 7 and 8: RL training curves (Section 5.2)
+#
+# One set per (model, task, n) with runs: Figure 3 (annealed vs constant k_opt, when
+# annealed runs exist), Figure 6 (cumulative solve rate and entropy), Figure 7 (rolling
+# training pass@k_eval, one panel per k_eval, with `tang`), and Figure 8 for ARC.
+# Curves are the mean over seeds with a ± s.e. band; EntropyReg is shown at its best
+# coefficient (the one in the tables). The rolling window is the `rolling_window`
+# parameter (`pkpo-analyze --window`).
+
+# %%
+from functools import partial
+
+from IPython.display import Image, Markdown, display
+
+from pkpo import analysis as A
+
+params = A.notebook_params()
+df, _ = A.load_for_notebook(params)
+report = A.Report(params["out"], "rl_figures")
+options = {"window": params["rolling_window"], "split": params["split"]}
+present = A.settings(df)
+
+# %%
+FIGURES = {
+    "fig3": ("Figure 3", partial(A.fig_annealing, k_evals=params["fig3_k_evals"], **options)),
+    "fig6": ("Figure 6", partial(A.fig_solve_rate_entropy, **options)),
+    "fig7": ("Figure 7", partial(A.fig_rolling_pass_at_k, **options)),
+    "fig8": ("Figure 8", partial(A.fig_arc_progress, **options)),
+}
+for model, task, n in present:
+    runs = A.setting_frame(df, model, task, n)
+    display(Markdown(f"## {model} on {task}, n={n}"))
+    for key, (title, make) in FIGURES.items():
+        if (key == "fig8") != (task == "arc"):
+            continue
+        name = f"{key}_{model}_{task}_n{n}"
+        png = report.figure_or_missing(
+            name, f"{title} ({model}, {task}, n={n})", partial(make, runs)
+        )
+        if png is not None:
+            display(Image(filename=str(png)))
+
+# %%
+for key, (title, _) in FIGURES.items():
+    if key == "fig8" and not any(task == "arc" for _, task, _ in present):
+        report.missing(key, title, "no ARC runs (task=arc)")
+    elif key != "fig8" and not any(task != "arc" for _, task, _ in present):
+        report.missing(key, title, "no RL runs outside ARC")

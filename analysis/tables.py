@@ -1,0 +1,69 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Tables 1–8 from run logs
+#
+# Each cell is the mean ± standard error over seeds of a run's last held-out `eval`
+# (pass@k_eval in %; ARC also the cumulative solve rate of the last `train` event).
+# For the paper's eight (model, benchmark) pairs the table puts the published numbers and
+# the difference (ours − paper) beside ours; every other (model, task, n) with runs gets
+# a table in the layout of Table 1 (Table 5 for ARC). Parameters come from
+# `$PKPO_ANALYSIS_PARAMS` (written by `pkpo-analyze`); run interactively, the notebook
+# reads `runs/` and writes `report/`.
+
+# %%
+from IPython.display import Markdown, display
+
+from pkpo import analysis as A
+
+params = A.notebook_params()
+df, inventory = A.load_for_notebook(params)
+split = params["split"]
+final = A.final_metrics(df, split)
+paper = A.paper_numbers()
+report = A.Report(params["out"], "tables")
+present = A.settings(df)
+
+# %% [markdown]
+# ## Runs
+
+# %%
+display(inventory.drop(columns=["run_dir"]))
+
+# %% [markdown]
+# ## The paper's Tables 1–8, ours beside the published numbers
+#
+# Rows without runs say so; a (model, benchmark) with runs at several n gets one table
+# per n.
+
+# %%
+for spec in A.PAPER_TABLES:
+    ns = sorted(n for model, task, n in present if (model, task) == (spec.model, spec.task))
+    for n in ns or [None]:
+        table = A.results_table(final, spec.model, spec.task, n, paper=spec, split=split)
+        display(Markdown(report.results(table, A.comparison_grid(table, paper))))
+
+# %% [markdown]
+# ## Table-1-style tables for the other (model, task, n) settings with runs
+
+# %%
+paper_pairs = {(spec.model, spec.task) for spec in A.PAPER_TABLES}
+others = [setting for setting in present if setting[:2] not in paper_pairs]
+for model, task, n in others:
+    table = A.results_table(final, model, task, n, split=split)
+    display(Markdown(report.results(table, A.table_grid(table))))
+if not others:
+    report.missing("tables_other", "Table-1-style tables", "no runs outside the paper's pairs")
