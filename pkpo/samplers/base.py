@@ -1,0 +1,78 @@
+"""The sampler interface of the RL loop: prompts (token ids) in, ``n`` completions each out.
+
+Both backends return, for every generated token, its log-probability under the distribution
+it was actually sampled from (temperature and top-p applied; the raw model distribution for
+greedy decoding, ``temperature == 0``). With ``top_p == 1`` that is exactly what the trainer
+computes by teacher forcing at the same temperature, so a PPO ratio (paper §5) starts at 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+FINISH_REASONS = ("stop", "length")
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-call sampling settings; ``seed`` makes a call reproducible (None: fresh randomness)."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 128
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.temperature >= 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+
+@dataclass
+class Completion:
+    """One sampled continuation of a prompt.
+
+    ``token_ids`` include the EOS token when generation stopped on it (``finish_reason ==
+    "stop"``) so the trainer learns to stop; ``"length"`` means ``max_new_tokens`` ran out.
+    ``logprobs[t]`` is the sampler's log-probability of ``token_ids[t]`` (see module doc);
+    ``text`` is the decoded completion without special tokens.
+    """
+
+    prompt_ids: list[int]
+    token_ids: list[int]
+    text: str
+    logprobs: list[float]
+    finish_reason: str
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    def generate(
+        self, prompt_ids: list[list[int]], n: int, params: SamplingParams
+    ) -> list[list[Completion]]:
+        """``n`` completions of every prompt: result ``[i][j]`` is sample ``j`` of prompt ``i``."""
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        """Generate from ``model``'s current weights from now on (after every optimizer step)."""
+
+    def close(self) -> None:
+        """Release the engine and its memory."""
+
+
+def check_generate_args(prompt_ids: Sequence[Sequence[int]], n: int) -> None:
+    """Raise ``ValueError`` on malformed ``generate`` arguments, before any expensive work."""
+    if n < 1:
+        raise ValueError(f"n (samples per prompt) must be >= 1, got {n}")
+    for i, ids in enumerate(prompt_ids):
+        if len(ids) == 0:
+            raise ValueError(f"prompt {i} is empty")
+        if any(not isinstance(t, int | np.integer) or t < 0 for t in ids):
+            raise ValueError(f"prompt {i} holds something other than non-negative token ids")

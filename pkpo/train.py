@@ -1,0 +1,351 @@
+"""The PKPO RL loop (``pkpo-train``): sample n per prompt, score, transform jointly, PPO.
+
+Per step t (the paper's recipe, §5.2):
+
+1. k_opt <- schedule(t)
+2. draw ``prompts_per_step`` problems; sample ``n`` completions of each
+3. score every completion with the task's verifier (in worker processes)
+4. advantages <- transform(name, rewards[B, n], k_opt), one group per row (PKPO)
+5. PPO update of the policy with those advantages; push the new weights to the sampler
+6. log pass@k_eval, cumulative solve rate, entropy, timings; evaluate and checkpoint
+
+Every part is chosen by config (``conf/``): model, task, sampler, transform, schedule,
+trainer, logger. ``pkpo-train resume=<run folder>`` (or re-running with the same
+``run_dir``, as a Slurm requeue does) continues from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from pkpo import checkpoint, config, metrics
+from pkpo.logger import SCHEMA_VERSION, EventLog
+from pkpo.models import check_model, encode_prompts, load_policy
+from pkpo.samplers import SamplingParams, make_sampler
+from pkpo.schedules import make_schedule
+from pkpo.scoring import Scorer
+from pkpo.tasks.base import Problem
+from pkpo.trainers.base import Rollout
+from pkpo.transforms import transform
+
+log = logging.getLogger("pkpo.train")
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+class Timer:
+    """Wall time per phase of one step."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, phase: str):
+        start = time.perf_counter()
+        yield
+        self.times[f"time/{phase}"] = self.times.get(f"time/{phase}", 0.0) + (
+            time.perf_counter() - start
+        )
+
+
+def problems_for_step(problems: list[Problem], step: int, size: int, seed: int) -> list[Problem]:
+    """The step's prompts: epochs of seeded permutations, so any step is reproducible
+    from (seed, step) alone and a resumed run sees the same data as an uninterrupted one."""
+    out = []
+    for j in range(step * size, (step + 1) * size):
+        epoch, pos = divmod(j, len(problems))
+        order = np.random.default_rng([seed, epoch]).permutation(len(problems))
+        out.append(problems[order[pos]])
+    return out
+
+
+def sampling_params(cfg: DictConfig, salt: int) -> SamplingParams:
+    return SamplingParams(
+        temperature=cfg.sampler.temperature,
+        top_p=cfg.sampler.top_p,
+        max_new_tokens=cfg.sampler.max_new_tokens,
+        seed=cfg.seed * 1_000_003 + salt,
+    )
+
+
+class Run:
+    """The loop's state and parts; ``main`` builds one and calls ``train``."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path):
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.task = instantiate(cfg.task)
+        self.train_set = self.task.load(cfg.task.train_split)
+        eval_set = self.task.load(cfg.task.eval_split) if cfg.eval.problems else []
+        self.eval_set = eval_set[: cfg.eval.problems]
+        if not self.train_set:
+            raise config.ConfigError(f"task {cfg.task.name}: split {cfg.task.train_split} is empty")
+        model, self.tokenizer, ckpt_path = load_policy(cfg.model)
+        self.trainer = instantiate(
+            cfg.trainer,
+            model=model,
+            pad_id=self.tokenizer.pad_token_id
+            if self.tokenizer.pad_token_id is not None
+            else self.tokenizer.eos_token_id,
+            max_new_tokens=cfg.sampler.max_new_tokens,
+            temperature=cfg.sampler.temperature,
+            seed=cfg.seed,
+            _convert_="all",
+        )
+        self.sampler = make_sampler(cfg.sampler, self.trainer.model, self.tokenizer, ckpt_path)
+        self.scorer = Scorer(self.task, cfg.score_workers, cfg.score_timeout_s)
+        self.schedule = make_schedule(cfg.schedule.name, **config.schedule_kwargs(cfg))
+        self.solved = metrics.SolveTracker(len(self.train_set))
+        main = self.trainer.is_main
+        self.events = EventLog(run_dir, _wandb_run(cfg, run_dir)) if main else None
+        self.step = 0
+
+    def log(self, event: str, **fields: Any) -> None:
+        """Write an event (on the main rank only)."""
+        if self.events is not None:
+            self.events.write(event, **fields)
+
+    # ------------------------------------------------------------------ pieces
+
+    def encode(self, problems: list[Problem]) -> list[list[int]]:
+        messages = [self.task.prompt(p) for p in problems]
+        return encode_prompts(self.tokenizer, messages, self.cfg.model.chat_template)
+
+    def rollout(self, problems: list[Problem], n: int, salt: int, timer: Timer):
+        """Sample n completions of each of this rank's share of ``problems`` and score them.
+
+        Returns this rank's completions and rewards ``[B_local, n]``, every rank's rewards
+        ``[B, n]`` (for metrics) and the number of failed scorings on all ranks.
+        """
+        local = self.trainer.shard(problems)
+        with timer("sample"):
+            params = sampling_params(self.cfg, salt)
+            completions = self.sampler.generate(self.encode(local), n, params)
+        with timer("score"):
+            texts = [[c.text for c in group] for group in completions]
+            rewards, failures = self.scorer.score(local, texts)
+        for f in failures:
+            self.log("score_failure", step=self.step, problem_id=f.problem_id, error=f.error)
+        failed = int(self.trainer.gather(np.array([[len(failures)]])).sum())
+        return completions, rewards, self.trainer.gather(rewards), failed
+
+    def evaluate(self) -> None:
+        if not self.eval_set:
+            return
+        timer = Timer()
+        _, _, rewards, failures = self.rollout(
+            self.eval_set, self.cfg.eval.n, -1 - self.step, timer
+        )
+        self.log(
+            "eval",
+            step=self.step,
+            split=self.cfg.task.eval_split,
+            num_problems=len(self.eval_set),
+            n_eval=self.cfg.eval.n,
+            reward_mean=float(rewards.mean()),
+            score_failures=failures,
+            **metrics.pass_at_k(rewards, list(self.cfg.k_eval), with_se=True),
+            **timer.times,
+        )
+
+    def train_step(self) -> dict[str, Any]:
+        cfg, timer = self.cfg, Timer()
+        start = time.perf_counter()
+        k_opt = self.schedule(self.step)
+        problems = problems_for_step(self.train_set, self.step, cfg.prompts_per_step, cfg.seed)
+        completions, local_rewards, rewards, failures = self.rollout(
+            problems, cfg.n, self.step, timer
+        )
+        with timer("transform"):
+            advantages = transform(cfg.transform.name, torch.from_numpy(local_rewards), k_opt)
+        flat = [c for group in completions for c in group]
+        batch = Rollout(
+            prompt_ids=[c.prompt_ids for c in flat],
+            completion_ids=[c.token_ids for c in flat],
+            advantages=advantages.reshape(-1).float(),
+            group=[b for b, group in enumerate(completions) for _ in group],
+        )
+        with timer("update"):
+            stats = self.trainer.update(batch)
+        with timer("sync"):
+            self.sampler.sync_weights(self.trainer.model)
+        self.solved.update([p.id for p in problems], rewards)
+        sampled = int(self.trainer.gather(np.array([[sum(len(c.token_ids) for c in flat)]])).sum())
+        record = {
+            "step": self.step,
+            "k_opt": k_opt,
+            "transform": cfg.transform.name,
+            **metrics.pass_at_k(rewards, list(cfg.k_eval)),
+            "cumulative_solve_rate": self.solved.rate,
+            "solved": len(self.solved.solved),
+            "num_problems": self.solved.num_problems,
+            "reward_mean": float(rewards.mean()),
+            "adv_mean": float(advantages.mean()),
+            "adv_std": float(advantages.std()),
+            "adv_abs_max": float(advantages.abs().max()),
+            **stats,
+            "score_failures": failures,
+            "sampled_tokens": sampled,
+            "tokens_per_s": sampled / max(timer.times["time/sample"], 1e-9),
+            **timer.times,
+        }
+        with timer("log"):
+            self.log("train", **record)
+        record["time/log"] = timer.times["time/log"]
+        record["time/step"] = time.perf_counter() - start
+        return record
+
+    # ------------------------------------------------------------------ state
+
+    def save(self) -> None:
+        extra = {
+            "step": self.step,
+            "solved": sorted(self.solved.solved),
+            "rng": checkpoint.rng_state(),
+        }
+        directory = self.run_dir / "checkpoints"
+        start = time.perf_counter()
+        self.trainer.save(directory, extra)
+        seconds = time.perf_counter() - start
+        self.log("checkpoint", step=self.step, path=str(directory), seconds=seconds)
+
+    def restore(self) -> bool:
+        extra = self.trainer.load(self.run_dir / "checkpoints")
+        if extra is None:
+            return False
+        self.sampler.sync_weights(self.trainer.model)
+        self.solved.solved = set(extra["solved"])
+        checkpoint.set_rng_state(extra["rng"])
+        self.step = extra["step"]
+        return True
+
+    # ------------------------------------------------------------------ loop
+
+    def train(self) -> None:
+        cfg = self.cfg
+        resumed = self.restore()
+        self.log(
+            "start",
+            schema=SCHEMA_VERSION,
+            run_dir=str(self.run_dir),
+            resumed_from_step=self.step if resumed else None,
+        )
+        if not resumed and cfg.eval.at_start:
+            self.evaluate()
+        bar = tqdm(
+            total=cfg.steps,
+            initial=self.step,
+            desc="pkpo",
+            unit="step",
+            dynamic_ncols=True,
+            disable=not self.trainer.is_main,
+        )
+        try:
+            while self.step < cfg.steps:
+                record = self.train_step()
+                self.step += 1
+                done = self.step == cfg.steps
+                if cfg.eval.every and (self.step % cfg.eval.every == 0 or done):
+                    self.evaluate()
+                elif done and cfg.eval.at_end:
+                    self.evaluate()
+                if done or (cfg.save_every and self.step % cfg.save_every == 0):
+                    self.save()
+                bar.update(1)
+                bar.set_postfix(
+                    reward=f"{record['reward_mean']:.3f}",
+                    **{"pass@1": f"{record['pass@1']:.3f}"},
+                    solved=f"{record['cumulative_solve_rate']:.2f}",
+                    k=record["k_opt"],
+                )
+            self.log("end", step=self.step, status="finished", error=None)
+        except BaseException as e:
+            self.log("end", step=self.step, status="failed", error=repr(e)[:1000])
+            raise
+        finally:
+            bar.close()
+            self.close()
+
+    def close(self) -> None:
+        self.scorer.close()
+        self.sampler.close()
+        if self.events is not None:
+            self.events.close()
+
+
+def _wandb_run(cfg: DictConfig, run_dir: Path):
+    mode = cfg.logger.wandb.mode
+    if mode == "disabled":
+        return None
+    import wandb
+
+    return wandb.init(
+        project=cfg.logger.wandb.project,
+        entity=cfg.logger.wandb.entity,
+        mode=mode,
+        dir=str(run_dir),
+        name=run_dir.name,
+        config=OmegaConf.to_container(cfg, resolve=True),
+        resume="allow",
+        id=cfg.logger.wandb.get("id") or None,
+    )
+
+
+def resolve_run(cfg: DictConfig) -> tuple[DictConfig, Path]:
+    """The config and folder of this run; ``resume=<folder>`` takes both from the folder."""
+    if cfg.resume:
+        run_dir = Path(cfg.resume).expanduser().resolve()
+        saved = run_dir / "config.yaml"
+        if not saved.exists():
+            raise config.ConfigError(f"resume={cfg.resume}: no config.yaml in {run_dir}")
+        return OmegaConf.load(saved), run_dir
+    run_dir = Path(cfg.run_dir).expanduser().resolve()
+    saved = run_dir / "config.yaml"
+    if saved.exists() and (run_dir / "checkpoints" / checkpoint.LAST).exists():
+        # A requeued job (same run_dir) continues with the config it started with.
+        log.info("run_dir %s has a checkpoint: resuming it", run_dir)
+        return OmegaConf.load(saved), run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    resolved.run_dir = str(run_dir)
+    OmegaConf.save(resolved, saved)
+    return resolved, run_dir
+
+
+def run(cfg: DictConfig) -> Path:
+    """Validate, build and train; returns the run folder."""
+    config.validate(cfg)
+    cfg, run_dir = resolve_run(cfg)
+    config.validate(cfg)
+    check_model(cfg.model)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)  # noqa: NPY002 - for libraries that use the global RNG
+    torch.manual_seed(cfg.seed)
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    print(f"[pkpo] run folder: {run_dir}", flush=True)
+    Run(cfg, run_dir).train()
+    print(f"[pkpo] finished; events in {run_dir / 'events.jsonl'}", flush=True)
+    return run_dir
+
+
+@hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

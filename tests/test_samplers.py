@@ -1,0 +1,307 @@
+"""Samplers against the real SmolLM2-135M: completions' shape and EOS handling, the sampler's
+log-probs against the trainer's teacher-forced ones, seeding, and vLLM's in-memory weight sync.
+
+Reference log-probs come from a plain forward pass over the unpadded prompt + completion, with
+temperature and top-p applied by hand (``teacher_forced``), not from sampler code.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from pkpo.models import encode_prompts, load_policy
+from pkpo.samplers import make_sampler, sampling_params
+from pkpo.samplers.base import Completion, SamplingParams, check_generate_args
+from pkpo.samplers.hf import HFSampler
+from pkpo.samplers.vllm import request_seed
+
+CONF = Path(__file__).parents[1] / "conf"
+SMOLLM2 = OmegaConf.load(CONF / "model" / "smollm2_135m.yaml")
+CHATS = [  # one that stops at once ("Yes." + EOS), one that runs on
+    [
+        {"role": "system", "content": "Reply with one word."},
+        {"role": "user", "content": "Say yes."},
+    ],
+    [{"role": "user", "content": "Write a long story about a dragon who learns to bake bread."}],
+]
+TEMPERATURE = 0.7
+LOGPROB_ATOL = 1e-3  # float32 sampler vs trainer; measured ~2e-5 (see the report)
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+
+
+@pytest.fixture(scope="module")
+def policy():
+    model, tokenizer, checkpoint = load_policy(SMOLLM2)
+    prompts = encode_prompts(tokenizer, CHATS, use_chat_template=True)
+    return model, tokenizer, checkpoint, prompts
+
+
+def teacher_forced(model, prompt, completion, temperature=1.0, top_p=1.0) -> torch.Tensor:
+    """Log-probs of ``completion`` after ``prompt`` under softmax(logits / T), top-p applied."""
+    ids = torch.tensor([list(prompt) + list(completion)])
+    with torch.no_grad():
+        logits = model(ids).logits[0, len(prompt) - 1 : -1].double()
+    logprobs = torch.log_softmax(logits / (temperature or 1.0), dim=-1)
+    if top_p < 1:
+        # keep a token iff the tokens more probable than it hold less than top_p of the mass
+        sorted_logprobs, order = logprobs.sort(dim=-1, descending=True)
+        mass_before = sorted_logprobs.exp().cumsum(-1) - sorted_logprobs.exp()
+        dropped = torch.zeros_like(logprobs, dtype=torch.bool)
+        dropped.scatter_(-1, order, mass_before >= top_p)
+        logprobs = torch.log_softmax(logprobs.masked_fill(dropped, -torch.inf), dim=-1)
+    return logprobs.gather(1, torch.tensor(completion)[:, None]).squeeze(1).float()
+
+
+def check_well_formed(groups, prompts, n, max_new_tokens, eos_id) -> list[Completion]:
+    """Shape and EOS contract of ``Sampler.generate``; returns the completions, flattened."""
+    assert len(groups) == len(prompts)
+    for group, prompt in zip(groups, prompts, strict=True):
+        assert len(group) == n
+        for completion in group:
+            assert completion.prompt_ids == prompt
+            assert 1 <= len(completion.token_ids) <= max_new_tokens
+            assert len(completion.logprobs) == len(completion.token_ids)
+            assert all(np.isfinite(lp) and lp <= 0 for lp in completion.logprobs)
+            assert eos_id not in completion.token_ids[:-1]
+            if completion.finish_reason == "stop":
+                assert completion.token_ids[-1] == eos_id
+            else:
+                assert completion.finish_reason == "length"
+                assert len(completion.token_ids) == max_new_tokens
+                assert completion.token_ids[-1] != eos_id
+    return [completion for group in groups for completion in group]
+
+
+def max_logprob_error(model, completions, params: SamplingParams) -> float:
+    errors = [
+        (
+            teacher_forced(model, c.prompt_ids, c.token_ids, params.temperature, params.top_p)
+            - torch.tensor(c.logprobs)
+        )
+        .abs()
+        .max()
+        .item()
+        for c in completions
+    ]
+    return max(errors)
+
+
+# ----------------------------------------------------------------------------- plain checks
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"temperature": -0.1}, "temperature"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+    ],
+)
+def test_sampling_params_reject_bad_values(kwargs, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        SamplingParams(**kwargs)
+
+
+def test_generate_arguments_are_checked():
+    with pytest.raises(ValueError, match="n .* must be >= 1"):
+        check_generate_args([[1, 2]], 0)
+    with pytest.raises(ValueError, match="prompt 1 is empty"):
+        check_generate_args([[1], []], 2)
+    with pytest.raises(ValueError, match="prompt 0 holds"):
+        check_generate_args([[1, -3]], 2)
+    check_generate_args([[1, np.int64(5)]], 1)
+
+
+def test_request_seeds_give_every_sample_its_own_stream():
+    # vLLM seeds sample j of a request with seed + j
+    for seed in range(5):
+        streams = [request_seed(seed, i, 4) + j for i in range(3) for j in range(4)]
+        assert len(set(streams)) == 12
+    assert request_seed(3, 0, 4) != request_seed(4, 0, 4)
+    assert request_seed(None, 2, 4) is None
+
+
+def _sampler_cfg(name: str):
+    with initialize_config_dir(config_dir=str(CONF / "sampler"), version_base=None):
+        return compose(name)
+
+
+def test_sampler_configs_compose():
+    for name, backend in [("auto", "auto"), ("vllm", "vllm"), ("hf", "hf")]:
+        cfg = _sampler_cfg(name)
+        assert cfg.backend == backend
+        assert sampling_params(cfg, seed=7) == SamplingParams(1.0, 1.0, 128, 7)
+        assert set(cfg.hf) == {"batch_size", "cache_implementation", "compile"}
+
+
+def test_make_sampler_picks_the_backend(policy):
+    model, tokenizer, checkpoint, _ = policy
+    cfg = _sampler_cfg("hf")
+    sampler = make_sampler(cfg, model, tokenizer, checkpoint)
+    assert isinstance(sampler, HFSampler) and sampler.model is model
+    assert sampler.batch_size == cfg.hf.batch_size
+    with pytest.raises(ValueError, match="backend must be one of"):
+        make_sampler(
+            {**OmegaConf.to_container(cfg), "backend": "tgi"}, model, tokenizer, checkpoint
+        )
+    if not HAS_VLLM:
+        with pytest.raises(ImportError, match="vLLM is not installed"):
+            make_sampler(_sampler_cfg("vllm"), model, tokenizer, checkpoint)
+
+
+# ----------------------------------------------------------------------------- HF sampler
+
+
+@pytest.mark.slow
+def test_hf_completions_are_well_formed_and_logprobs_match(policy):
+    model, tokenizer, _, prompts = policy
+    sampler = HFSampler(model, tokenizer, batch_size=4)  # 6 sequences: two batches
+    params = SamplingParams(temperature=TEMPERATURE, max_new_tokens=12, seed=0)
+    groups = sampler.generate(prompts, 3, params)
+    completions = check_well_formed(groups, prompts, 3, 12, tokenizer.eos_token_id)
+    assert {c.finish_reason for c in groups[0]} == {"stop"}
+    assert {c.finish_reason for c in groups[1]} == {"length"}
+    assert all(c.text and "<|im_end|>" not in c.text for c in completions)
+    assert max_logprob_error(model, completions, params) < LOGPROB_ATOL
+
+
+@pytest.mark.slow
+def test_hf_seed_reproducibility_keeps_trainer_state(policy):
+    model, tokenizer, _, prompts = policy
+    sampler = HFSampler(model, tokenizer)
+    rng_state = torch.get_rng_state()
+    model.train()
+
+    def tokens(seed):
+        params = SamplingParams(max_new_tokens=6, seed=seed)
+        return [c.token_ids for group in sampler.generate(prompts[1:], 4, params) for c in group]
+
+    first = tokens(1)
+    assert tokens(1) == first
+    assert tokens(2) != first
+    assert len(set(map(tuple, first))) > 1  # the 4 samples of one prompt differ
+    assert torch.equal(torch.get_rng_state(), rng_state)
+    assert model.training
+
+
+@pytest.mark.slow
+def test_hf_top_p_and_static_cache_logprobs(policy):
+    model, tokenizer, _, prompts = policy
+    sampler = HFSampler(model, tokenizer, cache_implementation="static")
+    params = SamplingParams(temperature=1.3, top_p=0.8, max_new_tokens=8, seed=5)
+    groups = sampler.generate(prompts[1:], 2, params)
+    completions = check_well_formed(groups, prompts[1:], 2, 8, tokenizer.eos_token_id)
+    assert max_logprob_error(model, completions, params) < LOGPROB_ATOL
+
+
+@pytest.mark.slow
+def test_hf_greedy_is_deterministic_with_untempered_logprobs(policy):
+    model, tokenizer, _, prompts = policy
+    sampler = HFSampler(model, tokenizer)
+    params = SamplingParams(temperature=0.0, max_new_tokens=6)
+    groups = sampler.generate(prompts[1:], 2, params)
+    assert groups[0][0].token_ids == groups[0][1].token_ids
+    ids = list(prompts[1])
+    with torch.no_grad():
+        for _ in range(6):
+            ids.append(model(torch.tensor([ids])).logits[0, -1].argmax().item())
+    assert groups[0][0].token_ids == ids[len(prompts[1]) :]
+    assert max_logprob_error(model, groups[0], params) < LOGPROB_ATOL
+
+
+# ----------------------------------------------------------------------------- vLLM sampler
+
+
+@pytest.fixture(scope="module")
+def vllm_sampler():
+    if not HAS_VLLM:
+        pytest.skip("vLLM is not installed (pip install 'pkpo[cpu]')")
+    # a model of its own: the sync test updates its weights
+    model, tokenizer, checkpoint = load_policy(SMOLLM2)
+    cfg = _sampler_cfg("vllm")
+    cfg.vllm.kv_cache_space_gib = 1
+    cfg.vllm.max_model_len = 1024
+    sampler = make_sampler(cfg, model, tokenizer, checkpoint)
+    yield sampler, model, tokenizer
+    sampler.close()
+
+
+@pytest.mark.slow
+def test_vllm_completions_are_well_formed_and_logprobs_match(vllm_sampler, policy):
+    sampler, model, tokenizer = vllm_sampler
+    prompts = policy[3]
+    params = SamplingParams(temperature=TEMPERATURE, max_new_tokens=12, seed=0)
+    groups = sampler.generate(prompts, 3, params)
+    completions = check_well_formed(groups, prompts, 3, 12, tokenizer.eos_token_id)
+    assert {c.finish_reason for c in groups[0]} == {"stop"}
+    assert {c.finish_reason for c in groups[1]} == {"length"}
+    error = max_logprob_error(model, completions, params)
+    print(f"vLLM sample log-probs vs trainer (T={TEMPERATURE}): max abs diff {error:.2e}")
+    assert error < LOGPROB_ATOL
+    again = sampler.generate(prompts, 3, params)
+    assert [c.token_ids for g in again for c in g] == [c.token_ids for g in groups for c in g]
+
+
+@pytest.mark.slow
+def test_vllm_top_p_logprobs_are_the_sampling_distribution(vllm_sampler, policy):
+    sampler, model, tokenizer = vllm_sampler
+    params = SamplingParams(temperature=1.3, top_p=0.8, max_new_tokens=8, seed=5)
+    groups = sampler.generate(policy[3][1:], 2, params)
+    completions = check_well_formed(groups, policy[3][1:], 2, 8, tokenizer.eos_token_id)
+    assert max_logprob_error(model, completions, params) < LOGPROB_ATOL
+
+
+@pytest.mark.slow
+def test_vllm_sync_weights_follows_an_optimizer_step(vllm_sampler, policy):
+    sampler, model, tokenizer = vllm_sampler
+    # longer than one KV block (128 tokens on CPU): the prefix cache would keep stale keys/values
+    system = "You tell stories about animals who learn a craft, in plain words. " * 12
+    chat = [{"role": "system", "content": system}, *CHATS[1]]
+    (prompt,) = encode_prompts(tokenizer, [chat], use_chat_template=True)
+    assert len(prompt) > 128
+    original = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    params = SamplingParams(temperature=1.0, max_new_tokens=24, seed=3)
+    (completion,) = sampler.generate([prompt], 1, params)[0]
+    tokens = completion.token_ids
+
+    def engine_logprobs() -> torch.Tensor:  # vLLM's log-probs of the fixed completion, T = 1
+        return torch.tensor(sampler.prompt_logprobs(prompt + tokens)[len(prompt) - 1 :])
+
+    try:
+        old = teacher_forced(model, prompt, tokens)
+        assert (engine_logprobs() - old).abs().max() < LOGPROB_ATOL
+
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+        for _ in range(2):  # raise the completion's log-likelihood: a large, real update
+            logits = model(torch.tensor([prompt + tokens])).logits[0, len(prompt) - 1 : -1]
+            loss = -torch.log_softmax(logits, -1).gather(1, torch.tensor(tokens)[:, None]).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        new = teacher_forced(model, prompt, tokens)
+        change = (new - old).mean().item()
+        assert change > 0.5
+
+        # the engine holds its own copy of the weights until synced
+        assert (engine_logprobs() - old).abs().max() < LOGPROB_ATOL
+        sampler.sync_weights(model)
+        synced = engine_logprobs()
+        error = (synced - new).abs().max().item()
+        print(f"vLLM after sync: max abs diff to trainer {error:.2e}; mean change {change:.2f}")
+        assert error < LOGPROB_ATOL
+        assert (synced - old).abs().mean() > 100 * LOGPROB_ATOL
+
+        # and sampling (not only scoring) uses the new weights, prefix cache included
+        resampled = sampler.generate([prompt], 2, params)[0]
+        assert max_logprob_error(model, resampled, params) < LOGPROB_ATOL
+    finally:
+        model.load_state_dict(original)
+        sampler.sync_weights(model)
