@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml Makefile
 setup: $(STAMP)
 
 train: setup
-	$(PY) -m experiments.toy
+	$(VENV)/bin/pkpo-train
 
 toy: setup
 	$(PY) -m experiments.toy
