@@ -34,7 +34,7 @@ from tqdm import tqdm
 from pkpo import checkpoint, config, metrics
 from pkpo.logger import SCHEMA_VERSION, EventLog
 from pkpo.models import check_model, encode_prompts, load_policy
-from pkpo.samplers import SamplingParams, make_sampler
+from pkpo.samplers import make_sampler, sampling_params
 from pkpo.schedules import make_schedule
 from pkpo.scoring import Scorer
 from pkpo.tasks.base import Problem
@@ -71,13 +71,15 @@ def problems_for_step(problems: list[Problem], step: int, size: int, seed: int) 
     return out
 
 
-def sampling_params(cfg: DictConfig, salt: int) -> SamplingParams:
-    return SamplingParams(
-        temperature=cfg.sampler.temperature,
-        top_p=cfg.sampler.top_p,
-        max_new_tokens=cfg.sampler.max_new_tokens,
-        seed=cfg.seed * 1_000_003 + salt,
-    )
+PHASES = ("train", "eval")
+
+
+def sample_seed(seed: int, phase: str, step: int, rank: int) -> int:
+    """A non-negative sampling seed per (run seed, phase, step, rank): reproducible from
+    those alone (so a resumed run samples as an uninterrupted one) and independent across
+    ranks, which sample different prompts."""
+    entropy = [seed, PHASES.index(phase), step, rank]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 class Run:
@@ -123,7 +125,7 @@ class Run:
         messages = [self.task.prompt(p) for p in problems]
         return encode_prompts(self.tokenizer, messages, self.cfg.model.chat_template)
 
-    def rollout(self, problems: list[Problem], n: int, salt: int, timer: Timer):
+    def rollout(self, problems: list[Problem], n: int, phase: str, timer: Timer):
         """Sample n completions of each of this rank's share of ``problems`` and score them.
 
         Returns this rank's completions and rewards ``[B_local, n]``, every rank's rewards
@@ -131,7 +133,8 @@ class Run:
         """
         local = self.trainer.shard(problems)
         with timer("sample"):
-            params = sampling_params(self.cfg, salt)
+            seed = sample_seed(self.cfg.seed, phase, self.step, self.trainer.rank)
+            params = sampling_params(self.cfg.sampler, seed)
             completions = self.sampler.generate(self.encode(local), n, params)
         with timer("score"):
             texts = [[c.text for c in group] for group in completions]
@@ -170,6 +173,7 @@ class Run:
         )
         with timer("transform"):
             advantages = transform(cfg.transform.name, torch.from_numpy(local_rewards), k_opt)
+        all_advantages = torch.from_numpy(self.trainer.gather(advantages.numpy()))
         flat = [c for group in completions for c in group]
         batch = Rollout(
             prompt_ids=[c.prompt_ids for c in flat],
@@ -179,7 +183,7 @@ class Run:
         )
         with timer("update"):
             stats = self.trainer.update(batch)
-        with timer("sync"):
+        with timer("sync"), self.trainer.gathered_weights():
             self.sampler.sync_weights(self.trainer.model)
         self.solved.update([p.id for p in problems], rewards)
         sampled = int(self.trainer.gather(np.array([[sum(len(c.token_ids) for c in flat)]])).sum())
@@ -192,9 +196,9 @@ class Run:
             "solved": len(self.solved.solved),
             "num_problems": self.solved.num_problems,
             "reward_mean": float(rewards.mean()),
-            "adv_mean": float(advantages.mean()),
-            "adv_std": float(advantages.std()),
-            "adv_abs_max": float(advantages.abs().max()),
+            "adv_mean": float(all_advantages.mean()),
+            "adv_std": float(all_advantages.std()),
+            "adv_abs_max": float(all_advantages.abs().max()),
             **stats,
             "score_failures": failures,
             "sampled_tokens": sampled,
@@ -225,7 +229,8 @@ class Run:
         extra = self.trainer.load(self.run_dir / "checkpoints")
         if extra is None:
             return False
-        self.sampler.sync_weights(self.trainer.model)
+        with self.trainer.gathered_weights():
+            self.sampler.sync_weights(self.trainer.model)
         self.solved.solved = set(extra["solved"])
         checkpoint.set_rng_state(extra["rng"])
         self.step = extra["step"]

@@ -134,9 +134,9 @@ def _run_and_capture(cfg):
     seen = {"rollouts": [], "updates": []}
     rollout, update = loop.rollout, loop.trainer.update
 
-    def spy_rollout(problems, n, salt, timer):
-        out = rollout(problems, n, salt, timer)
-        if n == cfg.n:  # a training step (evaluation samples eval.n)
+    def spy_rollout(problems, n, phase, timer):
+        out = rollout(problems, n, phase, timer)
+        if phase == "train":
             seen["rollouts"].append((problems, out[0]))
         return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,6 +44,7 @@ class Trainer(Protocol):
     """
 
     model: torch.nn.Module
+    rank: int
     is_main: bool
 
     def shard(self, groups: list[Any]) -> list[Any]:
@@ -50,6 +52,10 @@ class Trainer(Protocol):
 
     def gather(self, rows: np.ndarray) -> np.ndarray:
         """Per-group rows of every rank, concatenated in global group order."""
+
+    def gathered_weights(self) -> AbstractContextManager:
+        """While open, ``model`` holds the full weights on every rank (ZeRO-3 shards them);
+        every rank must enter it. Wraps a sampler's ``sync_weights``."""
 
     def update(self, rollout: Rollout) -> dict[str, float]:
         """PPO epochs over ``rollout``; returns statistics (loss, entropy, kl_old, ...)."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,11 @@ class LocalTrainer:
         seed: int = 0,
         device: str = "auto",
     ):
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and type(self) is LocalTrainer:
+            raise ValueError(
+                "trainer=local trains in one process, but WORLD_SIZE > 1: every rank would train "
+                "alone into the same run folder; use trainer=deepspeed_zero2 (or zero3)"
+            )
         for key, value in (("epochs", epochs), ("minibatch_size", minibatch_size)):
             if value <= 0:
                 raise ValueError(f"trainer.{key} must be positive, got {value}")
@@ -144,28 +151,45 @@ class LocalTrainer:
                 batch.ref_logprobs = _stack(
                     ref[lo : lo + len(batch.advantages)], width, self.device
                 )
-            loss, stats = ppo_loss(self.model, batch, self.loss_cfg, norm)
-            (loss / len(part)).backward()
+            loss, stats = ppo_loss(self._policy(), batch, self.loss_cfg, norm)
+            self._backward(loss / len(part))
             totals["loss"] = totals.get("loss", 0.0) + loss.item() / len(part)
             for key, value in stats.items():
                 totals[key] = totals.get(key, 0.0) + float(value) / len(part)
+        totals["grad_norm"] = self._apply_gradients()
+        return totals
+
+    # Backends (DeepSpeedTrainer) override these three to route through their engine.
+
+    def _policy(self) -> torch.nn.Module:
+        """The module the PPO loss runs through."""
+        return self.model
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def _apply_gradients(self) -> float:
+        """Clip, step the optimizer and the schedule; returns the norm before clipping."""
         grad_norm = torch.nn.utils.clip_grad_norm_(
             self.model.parameters(), self.max_grad_norm if self.max_grad_norm > 0 else math.inf
         )
         self.optimizer.step()
         self.scheduler.step()
-        totals["grad_norm"] = float(grad_norm)
-        return totals
+        return float(grad_norm)
 
     # ------------------------------------------------------------------ data parallel
 
     is_main = True
+    rank = 0
 
     def shard(self, groups: list[Any]) -> list[Any]:
         return groups
 
     def gather(self, rows: np.ndarray) -> np.ndarray:
         return rows
+
+    def gathered_weights(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()  # one process holds all the weights
 
     # ------------------------------------------------------------------ state
 
