@@ -148,9 +148,7 @@ class Run:
         if not self.eval_set:
             return
         timer = Timer()
-        _, _, rewards, failures = self.rollout(
-            self.eval_set, self.cfg.eval.n, -1 - self.step, timer
-        )
+        _, _, rewards, failures = self.rollout(self.eval_set, self.cfg.eval.n, "eval", timer)
         self.log(
             "eval",
             step=self.step,
@@ -169,7 +167,7 @@ class Run:
         k_opt = self.schedule(self.step)
         problems = problems_for_step(self.train_set, self.step, cfg.prompts_per_step, cfg.seed)
         completions, local_rewards, rewards, failures = self.rollout(
-            problems, cfg.n, self.step, timer
+            problems, cfg.n, "train", timer
         )
         with timer("transform"):
             advantages = transform(cfg.transform.name, torch.from_numpy(local_rewards), k_opt)
