@@ -66,8 +66,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--backends", default="hf,vllm")
     parser.add_argument("--kv-cache-space-gib", type=int, default=1)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (vLLM decodes with 1 anyway)"
+    )
     args = parser.parse_args()
 
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model_cfg = OmegaConf.load(CONF / "model" / f"{args.model}.yaml")
     model, tokenizer, checkpoint = load_policy(model_cfg)

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 SOURCES = ("gguf_package", "hub")
 _SOURCE_FILE = "pkpo_source.json"  # written last into a converted checkpoint
+_CONVERTER_VERSION = 2  # bump to invalidate cached conversions (2: BOS as the GGUF asks)
 _OFFLINE_VALUES = {"1", "ON", "YES", "TRUE"}
 
 
@@ -240,6 +241,7 @@ def converted_checkpoint(spec: ModelSpec) -> Path:
         try:
             _convert_gguf(spec, tmp)
             (tmp / _SOURCE_FILE).write_text(json.dumps(source, indent=1))
+            tmp.chmod(0o755)  # mkdtemp made it private
             if target.exists():  # stale: from another package version
                 shutil.rmtree(target)
             tmp.rename(target)
@@ -248,12 +250,17 @@ def converted_checkpoint(spec: ModelSpec) -> Path:
     return target
 
 
-def _gguf_source_record(spec: ModelSpec) -> dict[str, str]:
+def _gguf_source_record(spec: ModelSpec) -> dict[str, Any]:
     dist = _distribution(spec)
-    return {"package": spec.package, "version": dist.version, "gguf_file": spec.gguf_file}
+    return {
+        "package": spec.package,
+        "version": dist.version,
+        "gguf_file": spec.gguf_file,
+        "converter": _CONVERTER_VERSION,
+    }
 
 
-def _is_converted(target: Path, source: dict[str, str]) -> bool:
+def _is_converted(target: Path, source: dict[str, Any]) -> bool:
     record = target / _SOURCE_FILE
     return record.is_file() and json.loads(record.read_text()) == source
 
@@ -282,6 +289,8 @@ def _convert_gguf(spec: ModelSpec, out_dir: Path) -> None:
         gguf.parent, gguf_file=gguf.name, dtype=torch.float32
     )
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if gguf_adds_bos(gguf):  # transformers drops this flag; Gemma degenerates without BOS
+        tokenizer.add_bos_token = True
     # save_pretrained refuses a model flagged GGUF-quantized, although its weights are
     # already plain float32: rebuild it unflagged from the config and copy the weights.
     config = quantized.config
@@ -291,6 +300,14 @@ def _convert_gguf(spec: ModelSpec, out_dir: Path) -> None:
     plain.generation_config = quantized.generation_config
     plain.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+
+
+def gguf_adds_bos(path: Path) -> bool:
+    """Whether the GGUF's tokenizer metadata asks for a BOS token before every text."""
+    from gguf import GGUFReader
+
+    field = GGUFReader(path).fields.get("tokenizer.ggml.add_bos_token")
+    return field is not None and bool(field.contents())
 
 
 def _hub_snapshot(spec: ModelSpec) -> Path:

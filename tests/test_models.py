@@ -36,6 +36,15 @@ SMOLLM2_TEMPLATE = (  # SmolLM2-Instruct's chat template, written out by hand
 )
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One thread: on the shared 2-core machines two threads run several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def smollm2():
     return load_policy(SMOLLM2)
@@ -262,6 +271,21 @@ def test_plain_text_prompt(smollm2):
     ]
     ids = encode_prompts(tokenizer, chats, use_chat_template=False)
     assert [tokenizer.decode(i) for i in ids] == ["What is 2+3?\n", "Be brief.\n\nHi\n"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "bos"), [("smollm2_135m", False), ("gemma3_270m", True)])
+def test_plain_prompt_has_bos_where_the_model_needs_it(name, bos):
+    # GGUF metadata tokenizer.ggml.add_bos_token: false for SmolLM2, true for Gemma-3
+    cfg = OmegaConf.load(CONF / f"{name}.yaml")
+    try:
+        check_model(cfg)
+    except ModelLoadError as err:
+        pytest.skip(str(err))
+    _, tokenizer, _ = load_policy(cfg)
+    (ids,) = encode_prompts(tokenizer, [[{"role": "user", "content": "2+2?"}]], False)
+    assert (ids[0] == tokenizer.bos_token_id) == bos
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "2+2?\n"
 
 
 def test_chat_template_required_when_asked(smollm2):

@@ -36,6 +36,15 @@ LOGPROB_ATOL = 1e-3  # float32 sampler vs trainer; measured ~2e-5 (see the repor
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One thread: on the shared 2-core machines two threads run several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def policy():
     model, tokenizer, checkpoint = load_policy(SMOLLM2)

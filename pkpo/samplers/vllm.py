@@ -16,7 +16,9 @@ Requirements and caveats:
   need an ``if __name__ == "__main__":`` guard. Hydra apps (``pkpo-train``) and pytest are
   fine: their entry points are already guarded.
 * In-process vLLM (CPU) reduces torch to one thread and replaces ``torch.set_num_threads``
-  with a no-op; we restore both after start-up so the trainer keeps its threads.
+  with a no-op; we restore both after start-up so the trainer keeps its threads, and drop to
+  one thread only while the engine runs: it decodes ~5-9x slower with two threads on a
+  2-core machine (OpenMP workers spin between its many small ops).
 * vLLM reads its environment once per process (``vllm.envs`` caches values when the first
   engine starts): options set through the environment (``kv_cache_space_gib``, ``env``)
   apply to the first engine of a process only.
@@ -98,7 +100,8 @@ class VLLMSampler:
         self._wake_up()
         prompts = [self._tokens_prompt(prompt_token_ids=list(p)) for p in prompt_ids]
         requests = [self._sampling_params(n, params, i) for i in range(len(prompt_ids))]
-        outputs = self.llm.generate(prompts, requests, use_tqdm=False)
+        with _torch_threads(1):
+            outputs = self.llm.generate(prompts, requests, use_tqdm=False)
         if self.enable_sleep_mode:  # hand the memory back to training until the next call
             self.llm.sleep(level=1)
             self._asleep = True
@@ -115,7 +118,8 @@ class VLLMSampler:
         self._wake_up()
         request = self._vllm_sampling_params(max_tokens=1, prompt_logprobs=0, temperature=1.0)
         prompt = self._tokens_prompt(prompt_token_ids=list(token_ids))
-        (output,) = self.llm.generate([prompt], request, use_tqdm=False)
+        with _torch_threads(1):
+            (output,) = self.llm.generate([prompt], request, use_tqdm=False)
         return [
             step[token].logprob
             for token, step in zip(token_ids[1:], output.prompt_logprobs[1:], strict=True)
@@ -202,3 +206,14 @@ def _keep_torch_threads() -> Iterator[None]:
     finally:
         torch.set_num_threads = set_num_threads
         torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    """Run vLLM with the thread count it serves with on CPU; the trainer's count after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
