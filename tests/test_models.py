@@ -36,13 +36,7 @@ SMOLLM2_TEMPLATE = (  # SmolLM2-Instruct's chat template, written out by hand
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One thread: on the shared 2-core machines two threads run several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="session")

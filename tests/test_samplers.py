@@ -36,13 +36,7 @@ LOGPROB_ATOL = 1e-3  # float32 sampler vs trainer; measured ~2e-5 (see the repor
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One thread: on the shared 2-core machines two threads run several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
