@@ -198,7 +198,7 @@ def _hf_cache_dir() -> str:
 
 def load_policy(
     model_cfg: Mapping[str, Any], dtype: torch.dtype = torch.float32
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, Path | str]:
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, Path]:
     """Load the trainable policy, its tokenizer and a checkpoint folder vLLM can load.
 
     The model has ordinary float weights (``dtype``) with ``requires_grad`` everywhere, or,

@@ -93,6 +93,7 @@ def test_second_load_comes_from_the_cache(smollm2, monkeypatch):
     assert tokenizer.eos_token == "<|im_end|>"
 
 
+@pytest.mark.slow  # loads the model (converts it on a cold cache)
 def test_policy_is_trainable_float32(smollm2):
     model, _, _ = smollm2
     assert model.training
@@ -239,6 +240,7 @@ def test_merged_weights_equal_peft_merge_and_unload(smollm2):
     assert not torch.allclose(changed, smollm2[0].model.layers[0].self_attn.q_proj.weight)
 
 
+@pytest.mark.slow  # loads the model (converts it on a cold cache)
 def test_plain_model_weights_are_its_state_dict(smollm2):
     model = smollm2[0]
     names = [name for name, _ in iter_merged_weights(model)]
@@ -248,6 +250,7 @@ def test_plain_model_weights_are_its_state_dict(smollm2):
 # ----------------------------------------------------------------------------- prompts
 
 
+@pytest.mark.slow  # loads the model (converts it on a cold cache)
 def test_chat_template_prompt(smollm2):
     tokenizer = smollm2[1]
     messages = [{"role": "user", "content": "What is 2+3?"}]
@@ -257,6 +260,7 @@ def test_chat_template_prompt(smollm2):
     assert ids[0] == tokenizer.convert_tokens_to_ids("<|im_start|>")
 
 
+@pytest.mark.slow  # loads the model (converts it on a cold cache)
 def test_plain_text_prompt(smollm2):
     tokenizer = smollm2[1]
     chats = [
@@ -282,6 +286,7 @@ def test_plain_prompt_has_bos_where_the_model_needs_it(name, bos):
     assert tokenizer.decode(ids, skip_special_tokens=True) == "2+2?\n"
 
 
+@pytest.mark.slow  # loads the model (converts it on a cold cache)
 def test_chat_template_required_when_asked(smollm2):
     tokenizer = copy.deepcopy(smollm2[1])
     tokenizer.chat_template = None

