@@ -615,6 +615,27 @@ def _keep_one_run_per_seed(final: pd.DataFrame, where: str) -> tuple[pd.DataFram
     return final[final["run"].isin(runs.loc[~duplicate, "run"])], dropped
 
 
+def _drop_short_runs(final: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Keep the runs whose last held-out eval is at the setting's latest eval step.
+
+    A run that crashed or is still going would otherwise enter a table's mean with an
+    earlier policy (a crash before the first update contributes the base model). Returns
+    the kept rows and {dropped run: why}.
+    """
+    evals = final[final["event"] == "eval"]
+    if evals.empty:
+        return final, {}
+    reach = evals.groupby(evals["run"].astype(str))["step"].max()
+    latest = int(reach.max())
+    short = reach[reach < latest]
+    why = {
+        run: f"last held-out eval at step {step}, before step {latest} of the longest runs; "
+        "not averaged"
+        for run, step in short.items()
+    }
+    return final[~final["run"].astype(str).isin(why)], why
+
+
 @dataclass(frozen=True)
 class Column:
     metric: str
@@ -701,6 +722,8 @@ def results_table(
     sub["row"] = sub["arm"].where(sub["arm"] != best, "EntropyReg")
     sub, dropped = _keep_one_run_per_seed(sub, where)
     skipped.update(dropped)
+    sub, short = _drop_short_runs(sub)
+    skipped.update(short)
     columns = table_columns(task)
     rows = [*PAPER_ROWS, *sorted(set(sub["row"]) - set(PAPER_ROWS), key=arm_sort_key)]
     values = pd.concat(
@@ -731,6 +754,12 @@ def results_table(
         for (row, column), (lo, hi) in steps.iterrows()
         if lo != hi
     ]
+    if short:
+        notes.append(
+            "Not averaged, their last held-out eval is before the latest one (crashed or "
+            "unfinished): "
+            + ", ".join(f"{run} ({why.split(',')[0]})" for run, why in short.items())
+        )
     title = f"{_display_model(model)} on {_display_task(task)}" + ("" if n is None else f" (n={n})")
     if paper:
         title = f"Table {paper.number}: {title} — ours vs the paper's Table {paper.number}"
@@ -1003,7 +1032,7 @@ def seed_curves(
 
 
 def _plot_arms(
-    ax: Any, curves: pd.DataFrame, arms: Sequence[str], seeds: dict[str, int], **line: Any
+    ax: Any, curves: pd.DataFrame, arms: Sequence[str], seeds: dict[str, str], **line: Any
 ) -> None:
     """Each arm's mean curve in its colour (:func:`arm_style`), a ± s.e. band where
     there are two or more seeds, labelled with its number of seeds."""
@@ -1012,7 +1041,7 @@ def _plot_arms(
         if curve.empty:
             continue
         style = arm_style(arm)
-        label = f"{arm} ({seeds.get(arm, 0)} seed{'s' if seeds.get(arm, 0) != 1 else ''})"
+        label = f"{arm} ({seeds.get(arm, '0 seeds')})"
         # short runs get markers: a lone point would not show as a line
         dots = {"marker": "o", "markersize": 3} if len(curve) < 30 else {}
         ax.plot(curve["step"], curve["mean"], label=label, linewidth=1.4, **style, **dots | line)
@@ -1028,9 +1057,22 @@ def _plot_arms(
             )
 
 
-def _seed_counts(df: pd.DataFrame) -> dict[str, int]:
-    counts = df.groupby("arm", observed=True)["seed"].nunique()
-    return {str(arm): int(count) for arm, count in counts.items()}
+def _seed_counts(df: pd.DataFrame) -> dict[str, str]:
+    """Legend text per arm: its number of seeds, and how many of them stopped early.
+
+    A seed that crashed still draws its early steps, so the band there averages more
+    seeds than at the end; the legend says so instead of claiming every seed throughout.
+    """
+    reach = df.groupby(["arm", "seed"], observed=True)["step"].max().reset_index()
+    labels = {}
+    for arm, seeds in reach.groupby("arm", observed=True):
+        total = len(seeds)
+        full = int((seeds["step"] == seeds["step"].max()).sum())
+        text = f"{total} seed{'s' if total != 1 else ''}"
+        if full < total:
+            text = f"{full} of {text}; {total - full} stopped early"
+        labels[str(arm)] = text
+    return labels
 
 
 def _arms_for_progress(df: pd.DataFrame, split: str | None) -> list[str]:

@@ -12,8 +12,9 @@ object with ``event``, ``time`` (unix seconds) and, for step events, ``step``:
   "kl_old": ..., "kl": ... (to the reference policy, when kl_coef > 0),
   "clip_frac": ..., "ratio_dev": ..., "loss": ..., "grad_norm": ..., "lr": ...,
   "score_failures": int, "sampled_tokens": int, "tokens_per_s": ...,
+  "peak_rss_gib": ..., "gpu_peak_gib": ..., "gpu_reserved_peak_gib": ... (GPU: on CUDA only),
   "time/sample": s, "time/score": s, "time/transform": s, "time/update": s,
-  "time/sync": s, "time/log": s, "time/step": s}``;
+  "time/sync": s, "time/step": s (the whole step but the writing of this line)}``;
 * ``{"event": "eval", "step": t, "split": str, "num_problems": int, "n_eval": int,
   "reward_mean": ..., "pass@1": ..., "pass@1_se": ..., ...}`` (standard errors are over
   problems of the per-problem unbiased estimates);

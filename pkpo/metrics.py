@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import resource
+
 import numpy as np
+import torch
 
 from pkpo.estimators import rho
 
@@ -43,3 +46,16 @@ class SolveTracker:
     @property
     def rate(self) -> float:
         return len(self.solved) / max(self.num_problems, 1)
+
+
+def memory_peaks() -> dict[str, float]:
+    """Peak memory so far in GiB: this process's resident set and, on CUDA, torch's allocations.
+
+    ``peak_rss_gib`` is the kernel's high-water mark (``ru_maxrss``, KiB on Linux); ``gpu_peak_gib``
+    (only where CUDA is initialised) counts tensors, not the caching allocator's reserve.
+    """
+    peaks = {"peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        peaks["gpu_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        peaks["gpu_reserved_peak_gib"] = torch.cuda.max_memory_reserved() / 2**30
+    return peaks

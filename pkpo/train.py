@@ -201,12 +201,14 @@ class Run:
             "score_failures": failures,
             "sampled_tokens": sampled,
             "tokens_per_s": sampled / max(timer.times["time/sample"], 1e-9),
+            **metrics.memory_peaks(),
             **timer.times,
+            # the step's own log line is the one phase this cannot include
+            "time/step": time.perf_counter() - start,
         }
         with timer("log"):
             self.log("train", **record)
         record["time/log"] = timer.times["time/log"]
-        record["time/step"] = time.perf_counter() - start
         return record
 
     # ------------------------------------------------------------------ state
@@ -338,6 +340,7 @@ def run(cfg: DictConfig) -> Path:
     torch.manual_seed(cfg.seed)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
+    torch.set_float32_matmul_precision(cfg.matmul_precision)
     print(f"[pkpo] run folder: {run_dir}", flush=True)
     Run(cfg, run_dir).train()
     print(f"[pkpo] finished; events in {run_dir / 'events.jsonl'}", flush=True)

@@ -566,6 +566,46 @@ def test_missing_seeds_show_their_counts(run_folders: Path, tmp_path: Path) -> N
     assert without_runs and all(c == "— (no runs)" for line in without_runs for c in line[1:])
 
 
+def test_a_seed_that_crashed_before_the_last_eval_is_not_averaged(
+    run_folders: Path, tmp_path: Path
+) -> None:
+    copy = copy_runs(run_folders, tmp_path)
+    plain = [
+        e
+        for e in event_logs(copy)
+        if expected_row(yaml.safe_load(e.with_name("config.yaml").read_text()))
+        and len({r["step"] for r in plain_records(e) if r["event"] == "eval"}) > 1
+    ]
+    if not plain:
+        pytest.skip("no fixture run with two evals, a constant schedule and no entropy bonus")
+    source = plain[0].parent
+    crashed = source.parent / f"{source.name}_crashed_seed"
+    shutil.copytree(source, crashed)
+    raw = yaml.safe_load((crashed / "config.yaml").read_text())
+    raw["seed"] = int(raw["seed"]) + 1000
+    (crashed / "config.yaml").write_text(yaml.safe_dump(raw))
+    records = plain_records(crashed / "events.jsonl")
+    first_eval = next(i for i, r in enumerate(records) if r["event"] == "eval")
+    kept = [*records[: first_eval + 1], {"event": "end", "status": "failed", "error": "OOM"}]
+    write_lines(crashed / "events.jsonl", [json.dumps(r) + "\n" for r in kept])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", A.AnalysisWarning)
+        before = A.final_metrics(A.load_runs([run_folders]))
+        df = A.load_runs([copy])
+        after = A.final_metrics(df)
+    model, task, n = raw["model"]["name"], raw["task"]["name"], raw["n"]
+    old = A.results_table(before, model, task, n).cells.set_index(["row", "column"])
+    table = A.results_table(after, model, task, n)
+    new = table.cells.set_index(["row", "column"])
+    assert new["n_seeds"].equals(old["n_seeds"])
+    assert new["mean"].equals(old["mean"])
+    name = next(run for run in table.skipped_runs if run.endswith("_crashed_seed"))
+    assert f"step {records[first_eval]['step']}" in table.skipped_runs[name]
+    assert any(name in note for note in table.notes)
+    row = expected_row(raw)
+    assert "stopped early" in A._seed_counts(A.setting_frame(df, model, task, n))[row]
+
+
 def test_status_of_running_and_crashed_runs(run_folders: Path, tmp_path: Path) -> None:
     copy = copy_runs(run_folders, tmp_path)
     events = event_logs(copy)[0]

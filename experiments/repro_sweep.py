@@ -1,0 +1,156 @@
+"""Run the small-scale reproduction sweep (issue 9): arms x seeds of ``pkpo-train``.
+
+Each run is a plain ``python -m pkpo.train experiment=<preset> <arm overrides> seed=S``
+in its own folder ``<out>/<arm>_s<seed>``; several run at once on one GPU (a 135M model
+leaves the GPU mostly idle between Python-bound kernel launches, so concurrent runs fill it).
+Runs start seed-major (every arm of seed 0 first), so a sweep cut short still has whole
+seeds. ``<out>/manifest.json`` records every command, its exit status and wall time, and
+each run's stdout/stderr goes to ``<out>/<arm>_s<seed>.log``. A run that fails is resumed
+from its last checkpoint (``--retries`` times); every attempt's exit status is recorded.
+
+    python -m experiments.repro_sweep --out runs/repro_arith --parallel 9
+    python -m experiments.repro_sweep --preset repro_gsm8k --arms k1 k8 --seeds 0 -- steps=5
+
+Arms (the issue's list; same optimizer and learning rate for all, nothing tuned per arm):
+``k1`` (loo), ``k2`` ``k4`` ``k8`` (pkpo_sloo_minus_one), ``tang`` (k = n),
+``anneal`` (k_opt 8 for the first half of the steps, then 1), ``ent<coef>`` (EntropyReg:
+loo plus an entropy bonus, e.g. ``ent0.01``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_ARMS = ("k1", "k2", "k4", "k8", "tang", "anneal")
+
+
+def arm_overrides(arm: str, steps: int) -> list[str]:
+    """The Hydra overrides that make ``arm``; raises ``ValueError`` on an unknown arm."""
+    if arm == "k1":
+        return ["transform=loo"]
+    if arm in ("k2", "k4", "k8"):
+        return ["transform=pkpo_sloo_minus_one", f"transform.k_opt={arm[1:]}"]
+    if arm == "tang":
+        return ["transform=tang"]
+    if arm == "anneal":
+        return ["schedule=step", f"schedule.switch_step={steps // 2}"]
+    if arm.startswith("ent"):
+        try:
+            coef = float(arm[3:])
+        except ValueError:
+            coef = -1.0
+        if coef > 0:
+            return ["transform=loo", f"trainer.entropy_coef={coef:g}"]
+    raise ValueError(
+        f"unknown arm {arm!r}: expected one of {', '.join(DEFAULT_ARMS)} or ent<coef> (ent0.01)"
+    )
+
+
+def preset_steps(preset: str, extra: list[str]) -> int:
+    """The run length the preset (or an explicit ``steps=`` override) sets."""
+    for item in reversed(extra):
+        if item.startswith("steps="):
+            return int(item.split("=", 1)[1])
+    return int(OmegaConf.load(REPO / "conf" / "experiment" / f"{preset}.yaml").steps)
+
+
+def command(preset: str, arm: str, seed: int, run_dir: Path, extra: list[str]) -> list[str]:
+    steps = preset_steps(preset, extra)
+    return [
+        sys.executable,
+        "-m",
+        "pkpo.train",
+        f"experiment={preset}",
+        *arm_overrides(arm, steps),
+        f"seed={seed}",
+        f"run_dir={run_dir}",
+        f"hydra.run.dir={run_dir}",
+        *extra,
+    ]
+
+
+def run_one(cmd: list[str], log_path: Path, retries: int) -> tuple[list[int], float]:
+    """Run ``cmd`` until it exits 0, at most ``1 + retries`` times; returns the exit codes.
+
+    A retry is a resume: the run folder holds the failed attempt's last checkpoint.
+    """
+    start, codes = time.monotonic(), []
+    with log_path.open("ab") as log:
+        while not codes or (codes[-1] != 0 and len(codes) <= retries):
+            log.write(f"[repro_sweep] attempt {len(codes) + 1}: {' '.join(cmd)}\n".encode())
+            log.flush()
+            codes.append(subprocess.call(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT))
+    return codes, time.monotonic() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="repro_arith", help="conf/experiment/<preset>.yaml")
+    parser.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, required=True, help="folder for the run folders")
+    parser.add_argument("--parallel", type=int, default=1, help="runs at once")
+    parser.add_argument(
+        "--retries", type=int, default=1, help="resume a failed run this many times"
+    )
+    parser.add_argument("extra", nargs="*", help="overrides for every run (after --)")
+    args = parser.parse_args(argv)
+    if args.parallel < 1:
+        parser.error(f"--parallel must be >= 1, got {args.parallel}")
+    if not (REPO / "conf" / "experiment" / f"{args.preset}.yaml").is_file():
+        parser.error(f"no preset conf/experiment/{args.preset}.yaml")
+    for arm in args.arms:
+        try:
+            arm_overrides(arm, 2)
+        except ValueError as err:
+            parser.error(str(err))
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    jobs = {
+        f"{arm}_s{seed}": command(args.preset, arm, seed, args.out / f"{arm}_s{seed}", args.extra)
+        for seed in args.seeds
+        for arm in args.arms
+    }
+    manifest_path = args.out / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest.update({name: {"command": cmd, "status": "queued"} for name, cmd in jobs.items()})
+
+    def save() -> None:
+        tmp = manifest_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(manifest, indent=1))
+        os.replace(tmp, manifest_path)
+
+    save()
+    failed = 0
+    with ThreadPoolExecutor(args.parallel) as pool:
+        futures = {
+            pool.submit(run_one, cmd, args.out / f"{name}.log", args.retries): name
+            for name, cmd in jobs.items()
+        }
+        bar = tqdm(as_completed(futures), total=len(futures), desc="runs", unit="run")
+        for future in bar:
+            name = futures[future]
+            codes, seconds = future.result()
+            code = codes[-1]
+            manifest[name].update(status="done" if code == 0 else "failed", exit_codes=codes)
+            manifest[name]["wall_s"] = round(seconds, 1)
+            failed += code != 0
+            bar.set_postfix(last=f"{name}:{code}", failed=failed)
+            save()
+    print(f"{len(jobs) - failed}/{len(jobs)} runs finished; manifest: {manifest_path}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
