@@ -43,12 +43,28 @@ def run_backend(backend: str, steps: int, overrides: list[str], root: Path) -> d
         e for e in events if e["event"] == "train"
     ]
     ckpt = [e["seconds"] for e in events if e["event"] == "checkpoint"]
-    row = {p: statistics.median(e[f"time/{p}"] for e in train) for p in PHASES}
+    row = {p: statistics.median(e[f"time/{p}"] for e in train) for p in PHASES if p != "log"}
+    row["log"] = statistics.median(_log_seconds(events) or [0.0])
     row["checkpoint"] = statistics.median(ckpt) if ckpt else 0.0
-    row["step"] = statistics.median(e["time/step"] for e in train) + row["checkpoint"]
+    row["step"] = statistics.median(e["time/step"] for e in train) + row["log"] + row["checkpoint"]
     row["tokens_per_s"] = statistics.median(e["tokens_per_s"] for e in train)
     row["sampled_tokens"] = statistics.median(e["sampled_tokens"] for e in train)
     return row
+
+
+def _log_seconds(events: list[dict]) -> list[float]:
+    """Per step, the time spent writing its own train event (which that event cannot hold):
+    the wall time between consecutive train events' timestamps, less the later step's
+    ``time/step`` and any checkpoint written between them."""
+    out, previous, saved = [], None, 0.0
+    for event in events:
+        if event["event"] == "checkpoint":
+            saved += event["seconds"]
+        elif event["event"] == "train":
+            if previous is not None:
+                out.append(event["time"] - previous["time"] - event["time/step"] - saved)
+            previous, saved = event, 0.0
+    return out
 
 
 def main() -> None:
