@@ -31,6 +31,7 @@ import torch
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
 __all__ = [
+    "as_float_tensor",
     "binary_weights",
     "pass_at_k",
     "rho",
@@ -118,13 +119,15 @@ def _check_k(k: object, n: int, name: str) -> int:
     return k
 
 
-def _as_float_tensor(
+def as_float_tensor(
     g: np.ndarray | torch.Tensor, name: str, check_finite: bool = True
 ) -> tuple[torch.Tensor, bool]:
-    """Returns (float tensor view of ``g``, whether the input was numpy).
+    """Validate rewards ``g`` (``[..., n]``, numeric) and return (float tensor view of ``g``,
+    whether the input was numpy); errors name ``name`` and, for a non-finite reward, its group.
 
-    ``check_finite=False`` is for callers that sort first: ``_Sorted`` then only needs to
-    look at the two ends of each sorted group (NaN and +inf sort last, -inf first).
+    Integers and bools become float64, half precision float32. ``check_finite=False`` is for
+    callers that sort first: ``_Sorted`` then only needs to look at the two ends of each
+    sorted group (NaN and +inf sort last, -inf first).
     """
     if isinstance(g, torch.Tensor):
         t, is_numpy = g, False
@@ -159,7 +162,7 @@ def _as_float_tensor(
 def _prepare(
     g: np.ndarray | torch.Tensor, k: object, name: str, check_finite: bool = False
 ) -> tuple[torch.Tensor, bool, int]:
-    t, is_numpy = _as_float_tensor(g, name, check_finite)
+    t, is_numpy = as_float_tensor(g, name, check_finite)
     return t, is_numpy, _check_k(k, t.shape[-1], name)
 
 

@@ -61,14 +61,14 @@ def transform(name: str, rewards: Rewards, k: int) -> Rewards:
 @register("none")
 def raw(rewards: Rewards, k: int) -> Rewards:
     """The rewards themselves (REINFORCE without a baseline), as floats."""
-    t, is_numpy = E._as_float_tensor(rewards, "none")
+    t, is_numpy = E.as_float_tensor(rewards, "none")
     return t.clone().numpy() if is_numpy else t.clone()
 
 
 @register("loo")
 def loo(rewards: Rewards, k: int) -> Rewards:
     """Eq. 26: ``g_i - mean_{j != i} g_j``, the paper's k_opt = 1 baseline. Needs n >= 2."""
-    t, is_numpy = E._as_float_tensor(rewards, "loo")
+    t, is_numpy = E.as_float_tensor(rewards, "loo")
     n = t.shape[-1]
     if n < 2:
         raise ValueError("loo: needs n >= 2 samples per group to leave one out")
