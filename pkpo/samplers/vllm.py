@@ -16,9 +16,10 @@ Requirements and caveats:
   need an ``if __name__ == "__main__":`` guard. Hydra apps (``pkpo-train``) and pytest are
   fine: their entry points are already guarded.
 * In-process vLLM (CPU) reduces torch to one thread and replaces ``torch.set_num_threads``
-  with a no-op; we restore both after start-up so the trainer keeps its threads, and drop to
-  one thread only while the engine runs: it decodes ~5-9x slower with two threads on a
-  2-core machine (OpenMP workers spin between its many small ops).
+  with a no-op; we restore both after start-up so the trainer keeps its threads. The engine
+  generates with ``cpu_threads`` torch threads (default: the trainer's). On an idle 2-core
+  machine two threads decode 1.65x faster than one; on cores shared with other jobs use 1:
+  there OpenMP workers spin between its many small ops and two threads were 5-9x slower.
 * vLLM reads its environment once per process (``vllm.envs`` caches values when the first
   engine starts): options set through the environment (``kv_cache_space_gib``, ``env``)
   apply to the first engine of a process only.
@@ -70,7 +71,11 @@ class VLLMSampler:
         enable_prefix_caching: bool = True,
         enable_chunked_prefill: bool = False,
         env: Mapping[str, str] | None = None,
+        cpu_threads: int | None = None,
     ) -> None:
+        if cpu_threads is not None and cpu_threads < 1:
+            raise ValueError(f"sampler.vllm.cpu_threads must be >= 1 or null, got {cpu_threads}")
+        self.cpu_threads = cpu_threads
         _set_environment(kv_cache_space_gib, env or {})
         # imported only now: the environment must be set first, and vLLM is an optional extra
         import vllm
@@ -106,7 +111,7 @@ class VLLMSampler:
         self._wake_up(SLEEP_TAGS)
         prompts = [self._tokens_prompt(prompt_token_ids=list(p)) for p in prompt_ids]
         requests = [self._sampling_params(n, params, i) for i in range(len(prompt_ids))]
-        with _torch_threads(1):
+        with _torch_threads(self.cpu_threads):
             outputs = self.llm.generate(prompts, requests, use_tqdm=False)
         if self.enable_sleep_mode:  # hand the memory back to training until the next call
             self.llm.sleep(level=1)  # weights to CPU memory, KV cache freed
@@ -124,7 +129,7 @@ class VLLMSampler:
         self._wake_up(SLEEP_TAGS)
         request = self._vllm_sampling_params(max_tokens=1, prompt_logprobs=0, temperature=1.0)
         prompt = self._tokens_prompt(prompt_token_ids=list(token_ids))
-        with _torch_threads(1):
+        with _torch_threads(self.cpu_threads):
             (output,) = self.llm.generate([prompt], request, use_tqdm=False)
         return [
             step[token].logprob
@@ -215,10 +220,10 @@ def _keep_torch_threads() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _torch_threads(threads: int) -> Iterator[None]:
-    """Run vLLM with the thread count it serves with on CPU; the trainer's count after."""
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Run vLLM with ``threads`` torch threads (None: as many as now); the trainer's after."""
     before = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads or before)
     try:
         yield
     finally:
