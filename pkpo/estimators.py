@@ -223,11 +223,14 @@ class _Sorted:
         position (the rank of ``<=``), so ties never depend on the order they came in.
         """
         n = v.shape[-1]
+        differs = self.values[..., 1:] != self.values[..., :-1]
+        if bool(differs.all()):  # no ties (continuous rewards): a plain inverse permutation
+            return torch.empty_like(v).scatter_(-1, self.order, v)
         if n <= _DENSE_MAX_N:
             last = torch.searchsorted(self.values, self.input, right=True) - 1
             return torch.gather(v, -1, last)
         is_last = torch.ones_like(self.values, dtype=torch.bool)
-        is_last[..., :-1] = self.values[..., 1:] != self.values[..., :-1]
+        is_last[..., :-1] = differs
         pos = torch.arange(n, device=v.device).expand_as(self.order)
         run_end = torch.cummin(torch.where(is_last, pos, n).flip(-1), dim=-1).values.flip(-1)
         v = torch.gather(v, -1, run_end)
