@@ -531,22 +531,31 @@ def test_an_older_log_without_keys_is_read_with_warnings(run_folders: Path, tmp_
     assert A.fig_solve_rate_entropy(df) is not None  # cumulative solve rate alone still plots
 
 
-def test_missing_seeds_show_their_counts(run_folders: Path, tmp_path: Path) -> None:
+def add_seed(
+    run_folders: Path, tmp_path: Path, suffix: str, min_evals: int
+) -> tuple[Path, Path, dict]:
+    """A copy of the fixture runs plus one more seed of a plain run (constant schedule, no
+    entropy bonus) with at least ``min_evals`` eval steps: (copy root, new run, its config)."""
     copy = copy_runs(run_folders, tmp_path)
     plain = [
         e
         for e in event_logs(copy)
         if expected_row(yaml.safe_load(e.with_name("config.yaml").read_text()))
-        and any(r["event"] == "eval" for r in plain_records(e))
+        and len({r["step"] for r in plain_records(e) if r["event"] == "eval"}) >= min_evals
     ]
     if not plain:
-        pytest.skip("no fixture run with an eval, a constant schedule and no entropy bonus")
+        pytest.skip(f"no plain fixture run with {min_evals} evals")
     source = plain[0].parent
-    twin = source.parent / f"{source.name}_another_seed"
+    twin = source.parent / f"{source.name}_{suffix}"
     shutil.copytree(source, twin)
     raw = yaml.safe_load((twin / "config.yaml").read_text())
     raw["seed"] = int(raw["seed"]) + 1000
     (twin / "config.yaml").write_text(yaml.safe_dump(raw))
+    return copy, twin, raw
+
+
+def test_missing_seeds_show_their_counts(run_folders: Path, tmp_path: Path) -> None:
+    copy, _, raw = add_seed(run_folders, tmp_path, "another_seed", min_evals=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", A.AnalysisWarning)
         before = A.final_metrics(A.load_runs([run_folders]))
@@ -569,21 +578,7 @@ def test_missing_seeds_show_their_counts(run_folders: Path, tmp_path: Path) -> N
 def test_a_seed_that_crashed_before_the_last_eval_is_not_averaged(
     run_folders: Path, tmp_path: Path
 ) -> None:
-    copy = copy_runs(run_folders, tmp_path)
-    plain = [
-        e
-        for e in event_logs(copy)
-        if expected_row(yaml.safe_load(e.with_name("config.yaml").read_text()))
-        and len({r["step"] for r in plain_records(e) if r["event"] == "eval"}) > 1
-    ]
-    if not plain:
-        pytest.skip("no fixture run with two evals, a constant schedule and no entropy bonus")
-    source = plain[0].parent
-    crashed = source.parent / f"{source.name}_crashed_seed"
-    shutil.copytree(source, crashed)
-    raw = yaml.safe_load((crashed / "config.yaml").read_text())
-    raw["seed"] = int(raw["seed"]) + 1000
-    (crashed / "config.yaml").write_text(yaml.safe_dump(raw))
+    copy, crashed, raw = add_seed(run_folders, tmp_path, "crashed_seed", min_evals=2)
     records = plain_records(crashed / "events.jsonl")
     first_eval = next(i for i, r in enumerate(records) if r["event"] == "eval")
     kept = [*records[: first_eval + 1], {"event": "end", "status": "failed", "error": "OOM"}]

@@ -63,7 +63,7 @@ class VLLMSampler:
         dtype: str = "float32",
         seed: int = 0,
         max_model_len: int | None = None,
-        kv_cache_space_gib: int | None = 2,
+        kv_cache_space_gib: int | None = 1,
         gpu_memory_utilization: float = 0.9,
         tensor_parallel_size: int = 1,
         enforce_eager: bool = False,
