@@ -152,8 +152,11 @@ def test_detached_daemon_is_killed_after_the_test(sandbox):
 
 @needs_root
 def test_files_outside_the_working_directory_are_protected(sandbox):
-    # a folder the sandbox can see and traverse (not under the private /tmp), as root 0755
-    with tempfile.TemporaryDirectory(dir=Path(__file__).parent, prefix=".canary-") as folder:
+    # a folder the sandbox can see and traverse, as root 0755: beside the tests unless the
+    # clone lies under a folder the sandbox replaces with its own tmpfs (then at /)
+    here = Path(__file__).parent.resolve()
+    masked = any(here.is_relative_to(p) for p in ("/tmp", "/var/tmp", "/dev/shm"))
+    with tempfile.TemporaryDirectory(dir="/" if masked else here, prefix=".canary-") as folder:
         os.chmod(folder, 0o755)
         canary = Path(folder) / "canary"
         canary.write_text("alive")

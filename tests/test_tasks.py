@@ -107,6 +107,7 @@ def test_basic_arithmetic_uses_reasoning_gym_scores():
 # --- MATH and GSM8K ------------------------------------------------------------------
 
 
+@pytest.mark.shared_data
 def test_math_offline_split_is_seeded_and_disjoint():
     task = MathTask()
     train, test = task.load("train"), task.load("test")
@@ -120,6 +121,7 @@ def test_math_offline_split_is_seeded_and_disjoint():
     assert [p.id for p in MathTask(seed=1).load("test")] != [p.id for p in test]
 
 
+@pytest.mark.shared_data
 def test_math_prompt_and_score():
     task = MathTask(levels=[1], n_test=5)
     problems = task.load("test")
@@ -139,12 +141,14 @@ def test_missing_data_fails_at_construction_with_a_useful_message(tmp_path):
         GSM8KTask(data_dir=str(tmp_path))
 
 
+@pytest.mark.shared_data
 def test_relative_data_dir_is_resolved_from_the_repository(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert resolve_data_path("../shared/data", "gsm8k") == (DATA / "gsm8k").resolve()
     assert len(GSM8KTask(n_test=3).load("test")) == 3
 
 
+@pytest.mark.shared_data
 def test_gsm8k_eval_subset_and_score():
     task = GSM8KTask()
     test = task.load("test")
@@ -172,6 +176,7 @@ def code_task():
 
 
 @needs_sandbox
+@pytest.mark.shared_data
 def test_mbpp_splits_follow_task_ids(code_task):
     expected = {"train": (601, 974), "test": (11, 510), "validation": (511, 600), "prompt": (1, 10)}
     for split, (low, high) in expected.items():
@@ -187,6 +192,7 @@ def _fenced(code: str) -> str:
 
 @pytest.mark.slow
 @needs_sandbox
+@pytest.mark.shared_data
 def test_every_mbpp_reference_solution_scores_one(code_task):
     problems = [
         p for split in ("prompt", "test", "validation", "train") for p in code_task.load(split)
@@ -199,6 +205,7 @@ def test_every_mbpp_reference_solution_scores_one(code_task):
 
 @pytest.mark.slow
 @needs_sandbox
+@pytest.mark.shared_data
 def test_every_humaneval_canonical_solution_scores_one(code_task):
     problems = code_task.load("humaneval")
     with ThreadPoolExecutor(4) as pool:
@@ -207,6 +214,7 @@ def test_every_humaneval_canonical_solution_scores_one(code_task):
 
 
 @needs_sandbox
+@pytest.mark.shared_data
 def test_code_rewards_fraction_and_binary(code_task):
     from pkpo.tasks.code import MbppTask
 
@@ -224,6 +232,7 @@ def test_code_rewards_fraction_and_binary(code_task):
 
 
 @needs_sandbox
+@pytest.mark.shared_data
 def test_humaneval_helpers_from_the_prompt_stay_available(code_task):
     """HumanEval/32's tests call ``poly``, defined only in the prompt."""
     problem = code_task.load("humaneval")[32]
@@ -234,6 +243,7 @@ def test_humaneval_helpers_from_the_prompt_stay_available(code_task):
 
 
 @needs_sandbox
+@pytest.mark.shared_data
 def test_mbpp_prompt_shows_tests_and_setup_code_runs(code_task):
     problem = next(p for p in code_task.load("test") if p.id == "mbpp-367")  # uses test_setup_code
     assert "assert is_tree_balanced(root) == False" in code_task.prompt(problem)[0]["content"]
@@ -316,12 +326,17 @@ def test_arc_prompt_and_scores():
 # --- configs --------------------------------------------------------------------------
 
 
+# the configs that read ../shared/data (math, gsm8k, mbpp); mbpp also runs the sandbox
+MARKS = {
+    "math": [pytest.mark.shared_data],
+    "gsm8k": [pytest.mark.shared_data],
+    "mbpp": [pytest.mark.slow, needs_sandbox, pytest.mark.shared_data],
+}
+
+
 @pytest.mark.parametrize(
     "path",
-    [
-        pytest.param(p, marks=[pytest.mark.slow, needs_sandbox]) if p.stem == "mbpp" else p
-        for p in CONFIGS
-    ],
+    [pytest.param(p, marks=MARKS.get(p.stem, [])) for p in CONFIGS],
     ids=lambda p: p.stem,
 )
 def test_task_configs_instantiate_and_work(path, tmp_path, monkeypatch):

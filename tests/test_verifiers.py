@@ -130,6 +130,7 @@ def test_math_verify_times_out_on_adversarial_input():
 
 
 @pytest.mark.slow
+@pytest.mark.shared_data
 def test_math_reference_answers_verify_against_themselves_and_reject_wrong_ones():
     """All 1000 local MATH answers: gold vs itself through math-verify (no string
     shortcut), and vs a wrong answer (another problem's, or gold+1 for integers)."""
@@ -160,6 +161,7 @@ def test_math_reference_answers_verify_against_themselves_and_reject_wrong_ones(
     assert wrong_accepted == []
 
 
+@pytest.mark.shared_data
 def test_gsm8k_reference_answers_verify_against_stated_answers():
     from pkpo.tasks.math import gsm8k_answer
 
