@@ -4,6 +4,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
+# where tasks read MATH/GSM8K/MBPP (source=local): the copies beside the checkout
+export PKPO_DATA ?= $(abspath ../shared/data)
 
 .PHONY: setup train toy test test-fast lint format bench clean
 
@@ -31,7 +33,7 @@ train: setup
 	$(VENV)/bin/pkpo-train
 
 toy: setup
-	$(PY) -m experiments.toy
+	$(VENV)/bin/pkpo-toy
 
 test: setup lint
 	$(PY) -m pytest

@@ -67,3 +67,23 @@ for model, task, n in others:
     display(Markdown(report.results(table, A.table_grid(table))))
 if not others:
     report.missing("tables_other", "Table-1-style tables", "no runs outside the paper's pairs")
+
+# %% [markdown]
+# ## The paper's claims, by the declared rule
+#
+# For every (model, task, n) with runs: each claim's comparisons of arms over seeds
+# (effect ± s.e., Welch's t, Holm–Bonferroni over the table's tests) and a verdict —
+# reproduced, contradicted or inconclusive — by the rule in `pkpo/analysis/claims.py`,
+# written down before the sweeps ran (README, "What reproduces at small scale").
+
+# %%
+for model, task, n in present:
+    claims = A.claims_table(df, model, task, n)
+    grid = A.claims_grid(claims)
+    display(
+        Markdown(
+            report.table(claims.key, grid, tidy=A.claims_tidy(claims), used_runs=claims.used_runs)
+        )
+    )
+if not present:
+    report.missing("claims", "Claims table", "no runs")

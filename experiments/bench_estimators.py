@@ -7,12 +7,18 @@ faster it is than ``experiments.reference_estimators``, a direct per-group O(n k
 implementation of the paper's equations. Each estimator's output on the benchmark inputs is
 checked against the reference's (first few groups), so both compute the same numbers.
 
+A second table times every registered transform (``pkpo.transforms``) against the same
+floor at ``TRANSFORM_SIZE``, and MaxPO against a direct O(n^2) implementation of its
+leave-two-out definition (``reference_estimators.maxpo``) at ``MAXPO_SIZE``.
+
     python -m experiments.bench_estimators [--quick] [--device cpu|cuda|all] [--out FILE.md]
+        [--part estimators|transforms|all] [--threads N]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import platform
@@ -31,7 +37,7 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments import reference_estimators  # noqa: E402
-from pkpo import estimators  # noqa: E402
+from pkpo import estimators, transforms  # noqa: E402
 
 SIZES = ((1, 16, 4), (1024, 16, 4), (1, 1024, 256), (64, 4096, 1024))
 FUNCTIONS = ("rho", "s", "sloo", "sloo_minus_one", "sloo_centred", "binary_weights", "pass_at_k")
@@ -44,6 +50,9 @@ SPEEDUP_SIZE = (1024, 16, 4)
 # timed and scaled linearly), so the whole benchmark takes minutes on 2 cores.
 REFERENCE_WORK = 2_000_000
 CHECK_GROUPS = 4
+TRANSFORM_SIZE = (1024, 16, 4)
+MAXPO_SIZE = (64, 4096, 1024)
+BINARY_TRANSFORMS = ("maxrl", "passk_training")  # get the 0/1 rewards
 TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-5}
 
 
@@ -136,6 +145,23 @@ class Timer:
         number = max(1, math.ceil(self.min_sample_s / max(self._sample(fn, sync, 1), 1e-9)))
         per_call = [self._sample(fn, sync, number) / number for _ in range(self.repeats)]
         return statistics.median(per_call), out
+
+    def paired(
+        self, fn: Callable[[], Any], floor: Callable[[], Any], sync: Callable[[], None]
+    ) -> tuple[float, float, Any]:
+        """(median seconds per call of ``fn``, of ``floor``, ``fn``'s output), their samples
+        taken alternately so that a change of machine load hits both alike."""
+        out, _ = fn(), floor()
+        sync()
+        numbers = [
+            max(1, math.ceil(self.min_sample_s / max(self._sample(f, sync, 1), 1e-9)))
+            for f in (fn, floor)
+        ]
+        samples: list[list[float]] = [[], []]
+        for _ in range(self.repeats):
+            for f, number, into in zip((fn, floor), numbers, samples, strict=True):
+                into.append(self._sample(f, sync, number) / number)
+        return statistics.median(samples[0]), statistics.median(samples[1]), out
 
     @staticmethod
     def _sample(fn: Callable[[], Any], sync: Callable[[], None], number: int) -> float:
@@ -230,6 +256,53 @@ def bench_size(
     return rows
 
 
+def bench_transforms(backends: Sequence[Backend], timer: Timer, ref_timer: Timer) -> list[Row]:
+    """Every registered transform at TRANSFORM_SIZE, and MaxPO against its O(n^2) definition
+    at MAXPO_SIZE, each against the floor of its own size and backend (timed alongside it;
+    the floor row shows the first floor timing)."""
+    rows = []
+    for size, names in ((TRANSFORM_SIZE, transforms.names()), (MAXPO_SIZE, ["maxpo"])):
+        batch, n, k = size
+        data = Inputs.random(batch, n)
+        ref = time_reference("maxpo", data, n, k, ref_timer) if size == MAXPO_SIZE else None
+        for backend in backends:
+            rewards, binary = backend.put(data.rewards), backend.put(data.binary)
+            floor = functools.partial(backend.floor, rewards)
+            floor_s, _ = timer(floor, backend.sync)
+            rows.append(Row(backend.name, size, FLOOR, floor_s, floor_s, None))
+            for name in names:
+                x = binary if name in BINARY_TRANSFORMS else rewards
+                transform = functools.partial(transforms.transform, name, x, k)
+                # the floor is re-timed beside each transform: on a loaded machine the
+                # ratio of two interleaved medians drifts far less than two separate ones
+                seconds, floor_s, out = timer.paired(transform, floor, backend.sync)
+                if ref is not None:
+                    check_agreement(name, backend, size, out, ref)
+                reference_s, scaled = (ref.seconds, ref.scaled) if ref else (None, False)
+                rows.append(Row(backend.name, size, name, seconds, floor_s, reference_s, scaled))
+            print(f"  done transforms {backend.name} (B, n, k) = {size}", file=sys.stderr)
+    return rows
+
+
+def transform_verdict(rows: Sequence[Row]) -> str:
+    """One line: the slowest transform per backend at TRANSFORM_SIZE, MaxPO at MAXPO_SIZE."""
+    parts = []
+    for backend in dict.fromkeys(r.backend for r in rows):
+        mine = [r for r in rows if r.backend == backend and r.function != FLOOR]
+        worst = max((r for r in mine if r.size == TRANSFORM_SIZE), key=lambda r: r.seconds)
+        big = next(r for r in mine if r.size == MAXPO_SIZE)
+        parts.append(
+            f"{backend}: slowest {worst.function} {worst.seconds / worst.floor_s:.1f}x "
+            f"{'ok' if worst.seconds <= MAX_FLOOR_RATIO * worst.floor_s else 'MISSED'}; "
+            f"maxpo at {MAXPO_SIZE} {big.seconds / big.floor_s:.1f}x floor, "
+            f"{big.reference_s / big.seconds:,.0f}x faster than O(n²)"
+        )
+    return (
+        f"Target: every transform at (B, n, k) = {TRANSFORM_SIZE} within {MAX_FLOOR_RATIO:g}x "
+        "of the floor — " + "; ".join(parts)
+    )
+
+
 # ---------------------------------------------------------------------- report
 
 
@@ -245,10 +318,12 @@ def format_ratio(ratio: float) -> str:
     return f"{ratio:,.0f}" if ratio >= 100 else f"{ratio:.2g}" if ratio < 1 else f"{ratio:.1f}"
 
 
-def markdown_table(rows: Sequence[Row]) -> str:
+def markdown_table(
+    rows: Sequence[Row], reference: str = "O(n·k) loop", what: str = "function"
+) -> str:
     lines = [
-        "| backend | B | n | k | function | median time / call | x floor "
-        "| x faster than O(n·k) loop |",
+        f"| backend | B | n | k | {what} | median time / call | x floor "
+        f"| x faster than {reference} |",
         "|---|--:|--:|--:|---|--:|--:|--:|",
     ]
     for r in rows:
@@ -357,6 +432,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--threads", type=int, help="torch intra-op threads (default: torch's own choice)"
     )
+    parser.add_argument(
+        "--part",
+        choices=("estimators", "transforms", "all"),
+        default="all",
+        help="the estimator table, the transform table, or both",
+    )
     return parser.parse_args(argv)
 
 
@@ -367,15 +448,27 @@ def main(argv: Sequence[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     timer = Timer(repeats=5, min_sample_s=0.005) if args.quick else Timer(15, 0.05)
     ref_timer = Timer(repeats=5, min_sample_s=0.0 if args.quick else 0.05)
-    rows = [row for size in SIZES for row in bench_size(size, backends, timer, ref_timer)]
-    report = "\n\n".join(
-        [
+    sections = []
+    if args.part in ("estimators", "all"):
+        rows = [row for size in SIZES for row in bench_size(size, backends, timer, ref_timer)]
+        sections += [
             markdown_table(rows),
             footnotes(backends, timer, ref_timer),
             floor_verdict(rows),
             speedup_verdict(rows),
         ]
-    )
+    if args.part in ("transforms", "all"):
+        rows = bench_transforms(backends, timer, ref_timer)
+        sections += [
+            markdown_table(rows, "O(n²) MaxPO loop", what="transform"),
+            f"Machine: {machine_description()}. Same timing as above, except that each x floor "
+            "is against the floor re-timed alternately with that transform. maxrl and "
+            "passk_training get 0/1 rewards, the others uniform rewards on [0, 1). O(n²) "
+            "MaxPO loop: `reference_estimators.maxpo`, PKPO recomputed without each sample "
+            "(numpy per sample, float64, CPU; one group timed and scaled to B).",
+            transform_verdict(rows),
+        ]
+    report = "\n\n".join(sections)
     print(report)
     if args.out is not None:
         args.out.write_text(report + "\n")

@@ -1,6 +1,15 @@
-"""Scoring throughput: samples scored per second, printed as a Markdown table.
+"""Scoring throughput: samples scored per second, printed as a Markdown table; with
+``--references``, whether every reference solution scores 1.0 on a saturated machine.
 
     python -m experiments.bench_scoring [--cores 2] [--threads 4] [--processes 2]
+    python -m experiments.bench_scoring --references [--hogs 2] [--repeats 2]
+
+``--references`` scores all 974 MBPP and 164 HumanEval reference solutions with
+``--threads`` sandbox threads (more than cores) while ``--hogs`` CPU-bound processes run
+on the same cores (started before, stopped after each pass), ``--repeats`` times in a
+row, and prints the references that did not score 1.0 and a table of the slowest tests:
+their CPU seconds (as the sandbox measured them, under that load) and the margin to the
+sandbox's CPU limit.
 
 Rows:
 - MBPP reference solutions (974, all three asserts each, every test in its own
@@ -22,13 +31,15 @@ and every sandboxed process, counted once they have exited) and the rate it impl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import resource
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from pkpo.sandbox import TestOutcome
 from pkpo.tasks.base import Problem
 from pkpo.tasks.code import MbppTask
 from pkpo.tasks.math import MathTask
@@ -82,6 +93,78 @@ def bench_code(threads: int) -> list[Row]:
     return rows
 
 
+def _hog(until: float) -> None:
+    while time.monotonic() < until:  # CLOCK_MONOTONIC is system-wide: same deadline in all
+        pass
+
+
+@contextlib.contextmanager
+def cpu_hogs(count: int, max_seconds: float) -> Iterator[None]:
+    """``count`` CPU-bound processes on this process's cores while the block runs (each
+    ends by itself after ``max_seconds`` at the latest, so none outlives a crashed caller)."""
+    context = multiprocessing.get_context("spawn")
+    until = time.monotonic() + max_seconds
+    hogs = [context.Process(target=_hog, args=(until,), daemon=True) for _ in range(count)]
+    for hog in hogs:
+        hog.start()
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.terminate()
+            hog.join()
+
+
+def reference_outcomes(
+    task: MbppTask, problems: Sequence[Problem], threads: int
+) -> list[list[TestOutcome]]:
+    """Every test's outcome for each problem's reference solution, scored on ``threads``."""
+
+    def run(problem: Problem) -> list[TestOutcome]:
+        program = task.program(problem, _fenced(problem.answer))
+        return task.sandbox.run(program, problem.meta["tests"])
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(run, problems))
+
+
+def bench_references(threads: int, hogs: int, repeats: int, slowest: int = 10) -> None:
+    task = MbppTask()
+    splits = ("prompt", "test", "validation", "train", "humaneval")
+    problems = [p for split in splits for p in task.load(split)]
+    limit = task.sandbox.config.cpu_time_s
+    for attempt in range(1, repeats + 1):
+        start = time.perf_counter()
+        with cpu_hogs(hogs, max_seconds=3600):
+            outcomes = reference_outcomes(task, problems, threads)
+        elapsed = time.perf_counter() - start
+        task.sandbox.close()
+        wrong = {
+            p.id: [o.status for o in tests]
+            for p, tests in zip(problems, outcomes, strict=True)
+            if not all(o.passed for o in tests)
+        }
+        reruns = sum(o.rerun for tests in outcomes for o in tests)
+        print(
+            f"\npass {attempt}/{repeats}: {len(problems) - len(wrong)}/{len(problems)} reference "
+            f"solutions scored 1.0 with {threads} threads and {hogs} CPU hogs on "
+            f"{len(os.sched_getaffinity(0))} cores in {elapsed:.0f} s ({reruns} tests rerun "
+            f"alone after a wall-clock timeout); not 1.0: {wrong or 'none'}"
+        )
+        tests = sorted(
+            (
+                (o.cpu_s, p.id, i)
+                for p, ts in zip(problems, outcomes, strict=True)
+                for i, o in enumerate(ts)
+            ),
+            reverse=True,
+        )
+        print("\n| reference | test | CPU s (loaded) | CPU limit s | margin |")
+        print("|---|---:|---:|---:|---:|")
+        for cpu, pid, i in tests[:slowest]:
+            print(f"| {pid} | {i} | {cpu:.2f} | {limit} | {limit / cpu:.1f}x |")
+
+
 def _init_math_worker() -> None:
     global _MATH_TASK
     _MATH_TASK = MathTask()
@@ -132,9 +215,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4, help="threads dispatching sandbox runs")
     parser.add_argument("--processes", type=int, default=2, help="worker processes for MATH")
     parser.add_argument("--samples", type=int, default=4, help="MATH completions per problem")
+    parser.add_argument(
+        "--references", action="store_true", help="reference solutions under load (see above)"
+    )
+    parser.add_argument("--hogs", type=int, default=2, help="CPU-bound processes (--references)")
+    parser.add_argument("--repeats", type=int, default=2, help="passes in a row (--references)")
     args = parser.parse_args()
     cpus = sorted(os.sched_getaffinity(0))[: args.cores]
     os.sched_setaffinity(0, cpus)
+    if args.references:
+        bench_references(args.threads, args.hogs, args.repeats)
+        return
     rows = bench_code(args.threads) + bench_math(args.processes, args.samples)
     print(
         f"\nScoring throughput on {len(cpus)} cores (CPUs {cpus}), load {os.getloadavg()[0]:.1f}\n"

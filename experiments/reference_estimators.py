@@ -137,3 +137,50 @@ def binary_weights(f: np.ndarray, k: int) -> np.ndarray:
 def pass_at_k(n: int, c: np.ndarray, k: int) -> np.ndarray:
     """Eq. 3 for each count in ``c``, as Eq. 14 on n sorted 0/1 rewards (Theorems 1, 3)."""
     return np.array([_rho_sorted([0.0] * (n - ci) + [1.0] * ci, k) for ci in np.asarray(c)])
+
+
+# ------------------------------------------------------------------- MaxPO, O(n^2)
+
+
+def _pkpo_sorted(gs: np.ndarray, k: int, a: np.ndarray, d: np.ndarray, w: np.ndarray):
+    """PKPO's advantages (Eq. 33) on one ascending group of m rewards, s for k = 1.
+
+    ``a``, ``d``: Eq. 13 and 21 weights for (m, k); ``w``: Eq. 13 weights for (m-1, k-1).
+    ``s_i = a_i g_i + sum_{j>i} d_j g_j`` (Eq. 19) and the baseline ``k/m rho(g_{-i}, k-1)``
+    from a prefix and a suffix sum (the samples above i move down one position).
+    """
+    m = len(gs)
+    s = a * gs
+    s[:-1] += np.cumsum((d * gs)[::-1])[::-1][1:]
+    if k == 1:
+        return s
+    rho_without = np.zeros(m)
+    rho_without[1:] += np.cumsum(gs[:-1] * w)
+    rho_without[:-1] += np.cumsum((gs[1:] * w)[::-1])[::-1]
+    return s - k / m * rho_without
+
+
+def maxpo(g: np.ndarray, k: int) -> np.ndarray:
+    """MaxPO's leave-two-out advantages by their definition, O(n^2) per group (k < n).
+
+    ``A_i = a_i(g) - 1/n * sum_{j != i} a_j(g without i)`` with ``a`` PKPO's advantages:
+    for each i, PKPO is recomputed on the n-1 other rewards (O(n) each, weights built once
+    per group as products of k ratios) and summed.
+    """
+    g = np.asarray(g, dtype=np.float64)
+    n = g.shape[-1]
+    full = s(g, 1) if k == 1 else sloo_minus_one(g, k)
+
+    def weights(m: int, kk: int, fn) -> np.ndarray:
+        return np.array([fn(m, kk, p) for p in range(1, m + 1)]) if kk >= 1 else np.zeros(m)
+
+    a = weights(n - 1, k, max_weight)
+    d = weights(n - 1, k, offdiag_weight)
+    w = weights(n - 2, k - 1, max_weight)
+
+    def on_sorted(gs: list[float]) -> list[float]:
+        gs = np.array(gs)
+        base = [_pkpo_sorted(np.delete(gs, p), k, a, d, w).sum() / n for p in range(n)]
+        return (-np.array(base)).tolist()
+
+    return full + _per_group(g, on_sorted)

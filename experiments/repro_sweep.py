@@ -11,10 +11,10 @@ from its last checkpoint (``--retries`` times); every attempt's exit status is r
     python -m experiments.repro_sweep --out runs/repro_arith --parallel 9
     python -m experiments.repro_sweep --preset repro_gsm8k --arms k1 k8 --seeds 0 -- steps=5
 
-Arms (the issue's list; same optimizer and learning rate for all, nothing tuned per arm):
-``k1`` (loo), ``k2`` ``k4`` ``k8`` (pkpo_sloo_minus_one), ``tang`` (k = n),
-``anneal`` (k_opt 8 for the first half of the steps, then 1), ``ent<coef>`` (EntropyReg:
-loo plus an entropy bonus, e.g. ``ent0.01``).
+Arms (same optimizer and learning rate for all, nothing tuned per arm): ``k1`` ``k2`` ``k4``
+``k8`` ``tang`` ``anneal`` ``anneal_loo`` (the default; ``anneal_loo`` is ``anneal`` with
+``transform.scale=loo``) and ``ent<coef>``; :func:`pkpo.arms.sweep_arm`
+defines each one's overrides and the label the analysis gives its runs.
 """
 
 from __future__ import annotations
@@ -31,30 +31,9 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from pkpo.arms import SWEEP_ARMS, sweep_arm
+
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_ARMS = ("k1", "k2", "k4", "k8", "tang", "anneal")
-
-
-def arm_overrides(arm: str, steps: int) -> list[str]:
-    """The Hydra overrides that make ``arm``; raises ``ValueError`` on an unknown arm."""
-    if arm == "k1":
-        return ["transform=loo"]
-    if arm in ("k2", "k4", "k8"):
-        return ["transform=pkpo_sloo_minus_one", f"transform.k_opt={arm[1:]}"]
-    if arm == "tang":
-        return ["transform=tang"]
-    if arm == "anneal":
-        return ["schedule=step", f"schedule.switch_step={steps // 2}"]
-    if arm.startswith("ent"):
-        try:
-            coef = float(arm[3:])
-        except ValueError:
-            coef = -1.0
-        if coef > 0:
-            return ["transform=loo", f"trainer.entropy_coef={coef:g}"]
-    raise ValueError(
-        f"unknown arm {arm!r}: expected one of {', '.join(DEFAULT_ARMS)} or ent<coef> (ent0.01)"
-    )
 
 
 def preset_steps(preset: str, extra: list[str]) -> int:
@@ -72,7 +51,7 @@ def command(preset: str, arm: str, seed: int, run_dir: Path, extra: list[str]) -
         "-m",
         "pkpo.train",
         f"experiment={preset}",
-        *arm_overrides(arm, steps),
+        *sweep_arm(arm, steps).overrides,
         f"seed={seed}",
         f"run_dir={run_dir}",
         f"hydra.run.dir={run_dir}",
@@ -97,7 +76,7 @@ def run_one(cmd: list[str], log_path: Path, retries: int) -> tuple[list[int], fl
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="repro_arith", help="conf/experiment/<preset>.yaml")
-    parser.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS))
+    parser.add_argument("--arms", nargs="+", default=list(SWEEP_ARMS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--out", type=Path, required=True, help="folder for the run folders")
     parser.add_argument("--parallel", type=int, default=1, help="runs at once")
@@ -112,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no preset conf/experiment/{args.preset}.yaml")
     for arm in args.arms:
         try:
-            arm_overrides(arm, 2)
+            sweep_arm(arm, 2)
         except ValueError as err:
             parser.error(str(err))
 

@@ -1,12 +1,22 @@
-"""Configuration checks that run before anything slow (model loads, engine start-up)."""
+"""Configuration checks that run before anything slow (model loads, engine start-up), and
+the one-release mapping of last release's config names onto this one's.
+
+Each check has one home, which the loop and the integrations share: batch sizes in
+``trainers.update.check_batch_sizes``, the transform dry-run over a schedule's k values in
+``schedules.check_schedule``, each value's own range in the constructor that takes it.
+"""
 
 from __future__ import annotations
 
-import numpy as np
-from omegaconf import DictConfig
+import re
+import warnings
 
-from pkpo import transforms
-from pkpo.schedules import k_values, make_schedule
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, open_dict
+
+from pkpo import schedules, transforms
+from pkpo.trainers.update import check_batch_sizes
 
 
 class ConfigError(ValueError):
@@ -22,18 +32,18 @@ def _positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
         raise ConfigError(f"{key} must be {bound}, got {value!r}")
 
 
-def schedule_kwargs(cfg: DictConfig) -> dict:
-    return {k: v for k, v in cfg.schedule.items() if k != "name"}
-
-
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the key for every value the run could not work with."""
-    for key in ("n", "prompts_per_step", "trainer.minibatch_size", "trainer.micro_batch_size"):
+    for key in ("n", "prompts_per_step"):
         _positive(cfg, key)
-    for key in ("steps", "save_every", "eval.every", "score_workers", "trainer.epochs"):
+    for key in ("steps", "save_every", "eval.every", "score_workers"):
         _positive(cfg, key, allow_zero=True)
-    if cfg.trainer.epochs == 0:
-        raise ConfigError("trainer.epochs must be a positive integer, got 0")
+    try:
+        check_batch_sizes(
+            cfg.trainer.epochs, cfg.trainer.minibatch_size, cfg.trainer.micro_batch_size
+        )
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if cfg.eval.problems:
         _positive(cfg, "eval.n")
     if cfg.sampler.max_new_tokens <= 0:
@@ -45,17 +55,75 @@ def validate(cfg: DictConfig) -> None:
     if any(k < 1 for k in cfg.k_eval):
         raise ConfigError(f"k_eval values must be >= 1, got {list(cfg.k_eval)}")
     name = cfg.transform.name
-    if name not in transforms.names():
+    if name not in transforms.names() and name not in transforms.ALIASES:
         choices = ", ".join(transforms.names())
         raise ConfigError(f"transform.name={name!r} is not registered; choose one of {choices}")
+    scale = cfg.transform.get("scale", "paper")
+    if scale not in transforms.SCALES:
+        choices = ", ".join(transforms.SCALES)
+        raise ConfigError(
+            f"transform.scale={scale!r} is not a scale; choose one of {choices} "
+            "(paper: as published; loo: without the k/n of Eq. 19)"
+        )
     try:
-        schedule = make_schedule(cfg.schedule.name, **schedule_kwargs(cfg))
-    except ValueError as e:
+        schedule = instantiate(cfg.schedule)
+    except InstantiationException as e:
         raise ConfigError(f"schedule: {e}") from None
-    # Run the transform on a dummy group for every k_opt the schedule will use: the
-    # estimators' own checks then say exactly what is wrong (k > n, k = n for sloo, ...).
-    for k in sorted(k_values(schedule, cfg.steps)):
-        try:
-            transforms.transform(name, np.zeros((1, cfg.n)), k)
-        except ValueError as e:
-            raise ConfigError(f"transform {name} with k_opt={k} and n={cfg.n}: {e}") from None
+    try:
+        schedules.check_schedule(name, schedule, cfg.n, cfg.steps)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+# ---------------------------------------------------------------------- last release's names
+
+_OLD_OVERRIDE = re.compile(r"^(\+{0,2})(transform\.k_opt|schedule\.k)=")
+
+
+def upgrade_overrides(args: list[str]) -> list[str]:
+    """Command-line overrides with last release's names replaced (and a warning each):
+    ``transform.k_opt=`` and ``schedule.k=`` are now ``schedule.k_opt=``."""
+    out = []
+    for arg in args:
+        match = _OLD_OVERRIDE.match(arg)
+        if match:
+            new = f"{match.group(1)}schedule.k_opt={arg[match.end() :]}"
+            _deprecated(f"override {arg!r} is now {new!r}")
+            arg = new
+        out.append(arg)
+    return out
+
+
+def upgrade(cfg: DictConfig) -> DictConfig:
+    """A run folder's saved config (written by last release) in this release's names.
+
+    Last release kept k_opt in the transform group (``transform.k_opt``, the constant
+    schedule's ``k``), built schedules and samplers by name, and gave the trainer the
+    sampling temperature, ``max_new_tokens`` and seed itself. Changes ``cfg`` in place.
+    """
+    with open_dict(cfg):
+        transform, schedule = cfg.transform, cfg.schedule
+        if "k_opt" in transform:
+            k_opt = transform.pop("k_opt")
+            if schedule.name == "constant":
+                schedule.k_opt = schedule.pop("k", k_opt)
+            _deprecated("transform.k_opt is now schedule.k_opt")
+        elif "k" in schedule:
+            schedule.k_opt = schedule.pop("k")
+            _deprecated("schedule.k is now schedule.k_opt")
+        if "_target_" not in schedule:
+            target = schedules.SCHEDULES[schedule.name].__name__
+            schedule._target_ = f"pkpo.schedules.{target}"
+        if "_target_" not in cfg.sampler:
+            cfg.sampler._target_ = "pkpo.samplers.make_sampler"
+        for key, value in (
+            ("temperature", cfg.sampler.temperature),
+            ("max_new_tokens", cfg.sampler.max_new_tokens),
+            ("seed", cfg.seed),
+        ):
+            cfg.trainer.setdefault(key, value)
+    return cfg
+
+
+def _deprecated(what: str) -> None:
+    warnings.warn(f"{what}; the old name works until the next release", FutureWarning, 2)

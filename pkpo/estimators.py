@@ -33,6 +33,7 @@ Array = TypeVar("Array", np.ndarray, torch.Tensor)
 __all__ = [
     "as_float_tensor",
     "binary_weights",
+    "check_binary",
     "pass_at_k",
     "rho",
     "s",
@@ -409,6 +410,20 @@ def sloo_minus_one(g: Array, k: int) -> Array:
     return _restore(_apply(t, "sloo_minus_one", k, k - 1, k / t.shape[-1]), g, is_numpy)
 
 
+def check_binary(t: torch.Tensor, name: str, hint: str) -> None:
+    """Raise a ValueError naming the first reward of ``t`` (``[..., n]``) that is not 0 or 1
+    (NaN and inf included), its group index and sample, and ``hint``."""
+    bad = (t != 0) & (t != 1)
+    if bool(bad.any()):
+        flat = int(torch.nonzero(bad.reshape(-1))[0])
+        where = np.unravel_index(flat, tuple(t.shape))
+        raise ValueError(
+            f"{name}: reward {t.reshape(-1)[flat].item()} at group index "
+            f"{tuple(int(i) for i in where[:-1])} is not 0 or 1 (sample {int(where[-1])}); "
+            f"{hint}"
+        )
+
+
 def binary_weights(f: Array, k: int) -> Array:
     """Per-sample rewards of the unbiased pass@k gradient for 0/1 correctness (Eq. 8).
 
@@ -418,14 +433,7 @@ def binary_weights(f: Array, k: int) -> Array:
     """
     t, is_numpy, k = _prepare(f, k, "binary_weights", check_finite=True)
     n = t.shape[-1]
-    nonbinary = (t != 0) & (t != 1)
-    if bool(nonbinary.any()):
-        flat = int(torch.nonzero(nonbinary.reshape(-1))[0])
-        where = np.unravel_index(flat, tuple(t.shape))
-        raise ValueError(
-            f"binary_weights: reward {t.reshape(-1)[flat].item()} at group index "
-            f"{tuple(int(i) for i in where[:-1])} is not 0 or 1; use s() for continuous rewards"
-        )
+    check_binary(t, "binary_weights", "use s() for continuous rewards")
     c = t.sum(-1, keepdim=True).to(torch.float64)
     if k >= 2:
         # An incorrect sample sees the c correct ones among the other n-1; when c = n no

@@ -11,13 +11,17 @@ object with ``event``, ``time`` (unix seconds) and, for step events, ``step``:
   "entropy": ..., "reward_mean": ..., "adv_mean": ..., "adv_std": ..., "adv_abs_max": ...,
   "kl_old": ..., "kl": ... (to the reference policy, when kl_coef > 0),
   "clip_frac": ..., "ratio_dev": ..., "loss": ..., "grad_norm": ..., "lr": ...,
-  "score_failures": int, "sampled_tokens": int, "tokens_per_s": ...,
+  "score_failures": int (verifier errors), "score_timeouts": int (samples whose reward a
+  time limit decided: code that ran out of time, an answer that could not be compared in
+  time, a hung verifier; counted apart from wrong answers), "sampled_tokens": int,
+  "tokens_per_s": ...,
   "peak_rss_gib": ..., "gpu_peak_gib": ..., "gpu_reserved_peak_gib": ... (GPU: on CUDA only),
   "time/sample": s, "time/score": s, "time/transform": s, "time/update": s,
   "time/sync": s, "time/step": s (the whole step but the writing of this line)}``;
 * ``{"event": "eval", "step": t, "split": str, "num_problems": int, "n_eval": int,
-  "reward_mean": ..., "pass@1": ..., "pass@1_se": ..., ...}`` (standard errors are over
-  problems of the per-problem unbiased estimates);
+  "reward_mean": ..., "score_failures": int, "score_timeouts": int, "pass@1": ...,
+  "pass@1_se": ..., ...}`` (standard errors are over problems of the per-problem unbiased
+  estimates);
 * ``{"event": "score_failure", "step": t, "problem_id": str, "error": str}``;
 * ``{"event": "checkpoint", "step": t, "path": str, "seconds": float}``;
 * ``{"event": "end", "step": t, "status": "finished" | "failed", "error": str | null}``.

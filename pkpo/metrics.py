@@ -10,7 +10,9 @@ import torch
 from pkpo.estimators import rho
 
 
-def pass_at_k(rewards: np.ndarray, ks: list[int], with_se: bool = False) -> dict[str, float]:
+def pass_at_k_metrics(
+    rewards: np.ndarray, ks: list[int], with_se: bool = False
+) -> dict[str, float]:
     """Mean over problems of ``rho(rewards[b], k)`` (Eq. 12; Eq. 3 for 0/1 rewards).
 
     ``rewards`` is ``[num_problems, n]``; k values above n are skipped (no unbiased

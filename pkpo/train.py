@@ -5,7 +5,7 @@ Per step t (the paper's recipe, §5.2):
 1. k_opt <- schedule(t)
 2. draw ``prompts_per_step`` problems; sample ``n`` completions of each
 3. score every completion with the task's verifier (in worker processes)
-4. advantages <- transform(name, rewards[B, n], k_opt), one group per row (PKPO)
+4. advantages <- transform(name, rewards[B, n], k_opt, scale), one group per row (PKPO)
 5. PPO update of the policy with those advantages; push the new weights to the sampler
 6. log pass@k_eval, cumulative solve rate, entropy, timings; evaluate and checkpoint
 
@@ -16,9 +16,11 @@ trainer, logger. ``pkpo-train resume=<run folder>`` (or re-running with the same
 
 from __future__ import annotations
 
+import importlib.resources
 import logging
 import os
 import random
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,15 +36,15 @@ from tqdm import tqdm
 from pkpo import checkpoint, config, metrics
 from pkpo.logger import SCHEMA_VERSION, EventLog
 from pkpo.models import check_model, encode_prompts, load_policy
-from pkpo.samplers import make_sampler, sampling_params
-from pkpo.schedules import make_schedule
+from pkpo.samplers import sampling_params
 from pkpo.scoring import Scorer
 from pkpo.tasks.base import Problem
 from pkpo.trainers.base import Rollout
 from pkpo.transforms import transform
 
 log = logging.getLogger("pkpo.train")
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+# the configs ship as the package pkpo.conf (the repository's conf/ in a checkout)
+CONF_DIR = str(importlib.resources.files("pkpo.conf"))
 
 
 class Timer:
@@ -94,21 +96,21 @@ class Run:
         self.eval_set = eval_set[: cfg.eval.problems]
         if not self.train_set:
             raise config.ConfigError(f"task {cfg.task.name}: split {cfg.task.train_split} is empty")
+        # Every part is built from its config's _target_; only these runtime objects are
+        # passed in (the model config is a spec of where weights live, see pkpo.models).
         model, self.tokenizer, ckpt_path = load_policy(cfg.model)
-        self.trainer = instantiate(
-            cfg.trainer,
-            model=model,
-            pad_id=self.tokenizer.pad_token_id
-            if self.tokenizer.pad_token_id is not None
-            else self.tokenizer.eos_token_id,
-            max_new_tokens=cfg.sampler.max_new_tokens,
-            temperature=cfg.sampler.temperature,
-            seed=cfg.seed,
+        pad_id = self.tokenizer.pad_token_id
+        pad_id = self.tokenizer.eos_token_id if pad_id is None else pad_id
+        self.trainer = instantiate(cfg.trainer, model=model, pad_id=pad_id, _convert_="all")
+        self.sampler = instantiate(
+            cfg.sampler,
+            model=self.trainer.model,
+            tokenizer=self.tokenizer,
+            checkpoint_path=ckpt_path,
             _convert_="all",
         )
-        self.sampler = make_sampler(cfg.sampler, self.trainer.model, self.tokenizer, ckpt_path)
         self.scorer = Scorer(self.task, cfg.score_workers, cfg.score_timeout_s)
-        self.schedule = make_schedule(cfg.schedule.name, **config.schedule_kwargs(cfg))
+        self.schedule = instantiate(cfg.schedule)
         self.solved = metrics.SolveTracker(len(self.train_set))
         main = self.trainer.is_main
         self.events = EventLog(run_dir, _wandb_run(cfg, run_dir)) if main else None
@@ -129,7 +131,8 @@ class Run:
         """Sample n completions of each of this rank's share of ``problems`` and score them.
 
         Returns this rank's completions and rewards ``[B_local, n]``, every rank's rewards
-        ``[B, n]`` (for metrics) and the number of failed scorings on all ranks.
+        ``[B, n]`` (for metrics), and the numbers of failed and of timed-out scorings on all
+        ranks (``score_failures``, ``score_timeouts``).
         """
         local = self.trainer.shard(problems)
         with timer("sample"):
@@ -138,17 +141,20 @@ class Run:
             completions = self.sampler.generate(self.encode(local), n, params)
         with timer("score"):
             texts = [[c.text for c in group] for group in completions]
-            rewards, failures = self.scorer.score(local, texts)
+            rewards, failures, timeouts = self.scorer.score(local, texts)
         for f in failures:
             self.log("score_failure", step=self.step, problem_id=f.problem_id, error=f.error)
-        failed = int(self.trainer.gather(np.array([[len(failures)]])).sum())
-        return completions, rewards, self.trainer.gather(rewards), failed
+        counts = self.trainer.gather(np.array([[len(failures), timeouts.sum()]])).sum(0)
+        failed, timed_out = int(counts[0]), int(counts[1])
+        return completions, rewards, self.trainer.gather(rewards), failed, timed_out
 
     def evaluate(self) -> None:
         if not self.eval_set:
             return
         timer = Timer()
-        _, _, rewards, failures = self.rollout(self.eval_set, self.cfg.eval.n, "eval", timer)
+        _, _, rewards, failures, timeouts = self.rollout(
+            self.eval_set, self.cfg.eval.n, "eval", timer
+        )
         self.log(
             "eval",
             step=self.step,
@@ -157,7 +163,8 @@ class Run:
             n_eval=self.cfg.eval.n,
             reward_mean=float(rewards.mean()),
             score_failures=failures,
-            **metrics.pass_at_k(rewards, list(self.cfg.k_eval), with_se=True),
+            score_timeouts=timeouts,
+            **metrics.pass_at_k_metrics(rewards, list(self.cfg.k_eval), with_se=True),
             **timer.times,
         )
 
@@ -166,11 +173,16 @@ class Run:
         start = time.perf_counter()
         k_opt = self.schedule(self.step)
         problems = problems_for_step(self.train_set, self.step, cfg.prompts_per_step, cfg.seed)
-        completions, local_rewards, rewards, failures = self.rollout(
+        completions, local_rewards, rewards, failures, timeouts = self.rollout(
             problems, cfg.n, "train", timer
         )
         with timer("transform"):
-            advantages = transform(cfg.transform.name, torch.from_numpy(local_rewards), k_opt)
+            advantages = transform(
+                cfg.transform.name,
+                torch.from_numpy(local_rewards),
+                k_opt,
+                scale=cfg.transform.get("scale", "paper"),
+            )
         all_advantages = torch.from_numpy(self.trainer.gather(advantages.numpy()))
         flat = [c for group in completions for c in group]
         batch = Rollout(
@@ -189,7 +201,7 @@ class Run:
             "step": self.step,
             "k_opt": k_opt,
             "transform": cfg.transform.name,
-            **metrics.pass_at_k(rewards, list(cfg.k_eval)),
+            **metrics.pass_at_k_metrics(rewards, list(cfg.k_eval)),
             "cumulative_solve_rate": self.solved.rate,
             "solved": len(self.solved.solved),
             "num_problems": self.solved.num_problems,
@@ -199,6 +211,7 @@ class Run:
             "adv_abs_max": float(all_advantages.abs().max()),
             **stats,
             "score_failures": failures,
+            "score_timeouts": timeouts,
             "sampled_tokens": sampled,
             "tokens_per_s": sampled / max(timer.times["time/sample"], 1e-9),
             **metrics.memory_peaks(),
@@ -329,10 +342,27 @@ def resolve_run(cfg: DictConfig) -> tuple[DictConfig, Path]:
     return resolved, run_dir
 
 
-def run(cfg: DictConfig) -> Path:
-    """Validate, build and train; returns the run folder."""
+def dry_run(cfg: DictConfig) -> None:
+    """``dry_run=true``: validate the config and build the task with its splits, then stop
+    (before the model loads and before a run folder is written)."""
+    task = instantiate(cfg.task)
+    train, held_out = task.load(cfg.task.train_split), task.load(cfg.task.eval_split)
+    print(
+        f"[pkpo] dry run: config valid; task {task.name}: {len(train)} train problems "
+        f"({cfg.task.train_split}), {len(held_out)} held-out ({cfg.task.eval_split}); "
+        f"model {cfg.model.name}, transform {cfg.transform.name}; nothing was trained",
+        flush=True,
+    )
+
+
+def run(cfg: DictConfig) -> Path | None:
+    """Validate, build and train; returns the run folder (None for a dry run)."""
     config.validate(cfg)
+    if cfg.dry_run:
+        dry_run(cfg)
+        return None
     cfg, run_dir = resolve_run(cfg)
+    cfg = config.upgrade(cfg)  # a run folder written by the previous release
     config.validate(cfg)
     check_model(cfg.model)
     random.seed(cfg.seed)
@@ -348,9 +378,15 @@ def run(cfg: DictConfig) -> Path:
 
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     run(cfg)
+
+
+def main() -> None:
+    """``pkpo-train``: Hydra's command line (previous release's override names still work)."""
+    sys.argv[1:] = config.upgrade_overrides(sys.argv[1:])
+    _hydra_main()
 
 
 if __name__ == "__main__":

@@ -5,11 +5,20 @@ The RL loop calls ``transform(name, rewards[B, n], k)`` once per step on whole g
 pure functions over arrays registered with ``@register``, so a new one is a few lines.
 
 Scale: ``loo`` (Eq. 26) is on the reward scale, while the PKPO transforms inherit the
-``k/n`` scale of ``s`` (Eq. 19). This is the paper's setup (k_opt = 1 runs use plain LOO).
+``k/n`` scale of ``s`` (Eq. 19). This is the paper's setup (k_opt = 1 runs use plain LOO),
+``scale="paper"``. A run whose k_opt changes (an annealed schedule) then changes its step
+size with it; ``scale="loo"`` divides each transform by the factor it carries
+(:func:`carried_scale`, ``k/n`` for the PKPO transforms), so that ``pkpo_sloo_minus_one``,
+``pkpo_sloo_centred`` and ``maxpo`` at k = 1 equal ``loo`` exactly (:func:`rescale`).
+
+Beyond the paper, the registry holds the other published group advantages so that they
+can be compared on the same work: ``maxpo``, ``maxrl``, ``passk_training``, ``grpo``,
+``dr_grpo`` and ``grpo_passk`` (README, "Other pass@k advantage estimators").
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -21,80 +30,316 @@ Rewards = np.ndarray | torch.Tensor
 Transform = Callable[[Rewards, int], Rewards]
 
 _REGISTRY: dict[str, Transform] = {}
+_IGNORES_K: set[str] = set()
+#: name -> the factor (n, k) -> float its advantages carry relative to the reward scale
+_CARRIED: dict[str, Callable[[int, int], float]] = {}
+SCALES = ("paper", "loo")
+"""``transform.scale``: ``paper`` as published, ``loo`` without the k/n of Eq. 19."""
+#: old names that still resolve: alias -> registered name (not listed by ``names()``)
+ALIASES = {"none": "raw"}
+#: epsilon added to the group std by ``grpo`` (verl's default) and to sigma by
+#: ``passk_training`` (Chen et al.'s code)
+STD_EPS = 1e-6
 
 
-def register(name: str) -> Callable[[Transform], Transform]:
-    """Decorator: make ``fn(rewards, k) -> advantages`` available as ``transform(name, ...)``."""
+def register(
+    name: str, uses_k: bool = True, carries: Callable[[int, int], float] | None = None
+) -> Callable[[Transform], Transform]:
+    """Decorator: make ``fn(rewards, k) -> advantages`` available as ``transform(name, ...)``.
+
+    ``uses_k=False`` marks transforms that ignore k_opt (adapters then need no k for them).
+    ``carries(n, k)``: the scale factor of its advantages relative to the reward scale of
+    ``loo`` (default 1), which ``scale="loo"`` divides out.
+    """
 
     def wrap(fn: Transform) -> Transform:
-        if name in _REGISTRY:
+        if name in _REGISTRY or name in ALIASES:
             raise ValueError(f"transform {name!r} is already registered")
         _REGISTRY[name] = fn
+        if not uses_k:
+            _IGNORES_K.add(name)
+        if carries is not None:
+            _CARRIED[name] = carries
         return fn
 
     return wrap
 
 
 def names() -> list[str]:
-    """The registered transform names, sorted."""
+    """The registered transform names, sorted (aliases such as ``none`` are not listed)."""
     return sorted(_REGISTRY)
 
 
+def canonical(name: str) -> str:
+    """The registered name ``name`` stands for (itself, or the target of an alias)."""
+    name = ALIASES.get(name, name)
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown transform {name!r}; registered transforms: {', '.join(names())}")
+    return name
+
+
 def get(name: str) -> Transform:
-    """The transform registered as ``name``; unknown names list the registered ones."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown transform {name!r}; registered transforms: {', '.join(names())}"
-        ) from None
+    """The transform registered as ``name`` (or aliased); unknown names list the registered."""
+    return _REGISTRY[canonical(name)]
 
 
-def transform(name: str, rewards: Rewards, k: int) -> Rewards:
+def uses_k(name: str) -> bool:
+    """Whether transform ``name`` reads k_opt (``raw``, ``loo``, ``tang``, ... do not)."""
+    return canonical(name) not in _IGNORES_K
+
+
+def transform(name: str, rewards: Rewards, k: int, scale: str = "paper") -> Rewards:
     """Advantages ``[B, n]`` from rewards ``[B, n]`` (any ``[..., n]``) with transform ``name``.
 
-    ``k`` is k_opt; transforms that do not use it (``none``, ``loo``, ``tang``) ignore it.
+    ``k`` is k_opt; transforms that do not use it (``uses_k(name)`` is False) ignore it.
+    ``scale``: ``paper`` (as published) or ``loo`` (:func:`rescale`).
     """
-    return get(name)(rewards, k)
+    return rescale(get(name)(rewards, k), name, k, scale)
 
 
-@register("none")
-def raw(rewards: Rewards, k: int) -> Rewards:
-    """The rewards themselves (REINFORCE without a baseline), as floats."""
-    t, is_numpy = E.as_float_tensor(rewards, "none")
-    return t.clone().numpy() if is_numpy else t.clone()
+def carried_scale(name: str, n: int, k: int) -> float:
+    """The factor transform ``name``'s advantages carry relative to the reward scale.
+
+    ``k/n`` for the transforms built on ``s`` (Eq. 19: each sample lies in k/n of the C(n, k)
+    subsets whose maxima it averages), except ``pkpo_sloo_minus_one`` at k = 1, which is ``loo``
+    itself; 1 for every other transform (``loo``, ``tang`` = k/n at k = n, ``grpo``, ...).
+    """
+    carries = _CARRIED.get(canonical(name))
+    return 1.0 if carries is None else carries(n, k)
 
 
-@register("loo")
-def loo(rewards: Rewards, k: int) -> Rewards:
-    """Eq. 26: ``g_i - mean_{j != i} g_j``, the paper's k_opt = 1 baseline. Needs n >= 2."""
-    t, is_numpy = E.as_float_tensor(rewards, "loo")
-    n = t.shape[-1]
-    if n < 2:
-        raise ValueError("loo: needs n >= 2 samples per group to leave one out")
-    out = t - (t.sum(-1, keepdim=True) - t) / (n - 1)
+def rescale(advantages: Rewards, name: str, k: int, scale: str) -> Rewards:
+    """``advantages`` of transform ``name`` at k on the chosen scale (``[..., n]``).
+
+    ``paper`` returns them unchanged; ``loo`` divides by :func:`carried_scale`, one positive
+    number per (n, k), so the expected update keeps its direction and unbiasedness
+    (Corollary 1) and only its step size changes: when an annealed run's k_opt drops to 1
+    its advantages no longer grow by the n/k of Eq. 19 (what remains of the jump is the
+    pass@k gradient's own size, small where pass@k is near 1). At k = 1
+    ``pkpo_sloo_centred`` and ``maxpo`` times n are exactly ``loo`` (and
+    ``pkpo_sloo_minus_one`` is ``loo``); ``pkpo_sloo`` times n is
+    ``g_i - n/(n-1) mean_{j!=i} g_j``, not ``loo``: its baseline (Eq. 29) carries k/(n-1),
+    not k/n, and no single factor removes both.
+    """
+    if scale not in SCALES:
+        raise ValueError(f"unknown transform scale {scale!r}; choose one of {', '.join(SCALES)}")
+    if scale == "paper":
+        return advantages
+    return advantages / carried_scale(name, advantages.shape[-1], k)
+
+
+def _restore(out: torch.Tensor, is_numpy: bool) -> Rewards:
     return out.numpy() if is_numpy else out
 
 
-@register("pkpo_sloo")
+def _binary(rewards: Rewards, name: str) -> tuple[torch.Tensor, bool]:
+    """``as_float_tensor`` plus a check that every reward is 0 or 1, naming the first other
+    (NaN and inf included, so no separate finiteness pass)."""
+    t, is_numpy = E.as_float_tensor(rewards, name, check_finite=False)
+    E.check_binary(t, name, f"{name} is defined for binary (pass/fail) rewards only")
+    return t, is_numpy
+
+
+def _centre(t: torch.Tensor) -> torch.Tensor:
+    """``t - mean(t)`` per group, the mean taken of ``t - t[..., :1]``: a constant group
+    then centres to exact zeros (a plain mean can miss by an ulp, which GRPO's 1/(std+eps)
+    would blow up to ~1e-10)."""
+    shifted = t - t[..., :1]
+    return shifted - shifted.mean(-1, keepdim=True)
+
+
+def _need_n(t: torch.Tensor, n_min: int, name: str, why: str) -> int:
+    n = t.shape[-1]
+    if n < n_min:
+        raise ValueError(f"{name}: needs n >= {n_min} samples per group ({why}); got n={n}")
+    return n
+
+
+# ------------------------------------------------------------------ the paper's
+
+
+@register("raw", uses_k=False)
+def raw(rewards: Rewards, k: int) -> Rewards:
+    """The rewards themselves (REINFORCE without a baseline), as floats. Alias: ``none``."""
+    t, is_numpy = E.as_float_tensor(rewards, "raw")
+    return _restore(t.clone(), is_numpy)
+
+
+@register("loo", uses_k=False)
+def loo(rewards: Rewards, k: int) -> Rewards:
+    """Eq. 26: ``g_i - mean_{j != i} g_j``, the paper's k_opt = 1 baseline. Needs n >= 2."""
+    t, is_numpy = E.as_float_tensor(rewards, "loo")
+    n = _need_n(t, 2, "loo", "to leave one out")
+    return _restore(t - (t.sum(-1, keepdim=True) - t) / (n - 1), is_numpy)
+
+
+def _eq19_scale(n: int, k: int) -> float:
+    """The k/n that ``s`` (Eq. 19) and the transforms built on it carry."""
+    return k / n
+
+
+@register("pkpo_sloo", carries=_eq19_scale)
 def pkpo_sloo(rewards: Rewards, k: int) -> Rewards:
     """Eq. 29 (``estimators.sloo``); k < n."""
     return E.sloo(rewards, k)
 
 
-@register("pkpo_sloo_minus_one")
+@register("pkpo_sloo_minus_one", carries=lambda n, k: 1.0 if k == 1 else _eq19_scale(n, k))
 def pkpo_sloo_minus_one(rewards: Rewards, k: int) -> Rewards:
     """The paper's PKPO: Eq. 33 (``estimators.sloo_minus_one``) for k >= 2, ``loo`` for k = 1."""
     return loo(rewards, k) if k == 1 else E.sloo_minus_one(rewards, k)
 
 
-@register("pkpo_sloo_centred")
+@register("pkpo_sloo_centred", carries=_eq19_scale)
 def pkpo_sloo_centred(rewards: Rewards, k: int) -> Rewards:
     """``estimators.sloo_centred``: Eq. 29's baseline rescaled by k/n (beyond the paper)."""
     return E.sloo_centred(rewards, k)
 
 
-@register("tang")
+@register("tang", uses_k=False)
 def tang(rewards: Rewards, k: int) -> Rewards:
     """Tang et al. (2025): ``sloo_minus_one`` with k = n (pass@n); ``k`` is ignored."""
     return E.sloo_minus_one(rewards, rewards.shape[-1])
+
+
+# ------------------------------------------------------- other published estimators
+
+
+@register("maxpo", carries=_eq19_scale)
+def maxpo(rewards: Rewards, k: int) -> Rewards:
+    """MaxPO (Takashiro et al., arXiv 2606.06080): PKPO with a leave-two-out baseline.
+
+    The stored corpora hold only the paper's abstract, so this follows its description (and
+    the project issue's): an unbiased max_g@k gradient whose advantages sum exactly to zero
+    in every group. Starting from PKPO's advantage on a sample set S (Eq. 33, max of the
+    empty set taken as 0, so k = 1 gives ``s``),
+    ``a_j(S) = 1/C(|S|,k) * sum_{I subset S, |I|=k, j in I} (max_I g - max_{I \\ j} g)``,
+    the baseline of sample i is PKPO's advantages recomputed without i:
+
+        A_i = a_i([n]) - 1/n * sum_{j != i} a_j([n] \\ {i})
+
+    Each term of the baseline leaves out i and j. It does not depend on g_i, so the gradient
+    stays unbiased (Corollary 1), and since ``sum_j a_j(S) = k (rho_k(S) - rho_{k-1}(S))`` is
+    a U-statistic, ``sum_i sum_{j != i} a_j([n] \\ i) = n sum_j a_j([n])``: the group sums to
+    exactly zero. Expanding ``a`` (Eq. 33-34), the k-1 terms cancel and
+    ``A_i = s_i - k/n * rho(g without i, k)``, which is ``estimators.sloo_centred``: computed
+    with one sort and cumulative sums, O(n log n) per group rather than the O(n^2) of
+    recomputing PKPO without each i (tests check both against the subset definition).
+
+    Needs 1 <= k < n: with k = n no size-k subset excludes i, and no exactly centred
+    unbiased estimator exists (n = k = 2: ``c_1(g_2) + c_2(g_1) = 2 max(g_1, g_2)`` has no
+    solution), so k = n raises ValueError.
+    """
+    t, is_numpy = E.as_float_tensor(rewards, "maxpo")  # so a bad reward names maxpo
+    E._check_k(k, t.shape[-1], "maxpo")
+    if k == t.shape[-1]:
+        raise ValueError(
+            f"maxpo: k=n={k} leaves no size-k subset without sample i, and at k = n no "
+            "exactly centred unbiased baseline exists; use k < n, or tang/grpo_passk for k = n"
+        )
+    return _restore(E.sloo_centred(t, k), is_numpy)
+
+
+@register("maxrl", uses_k=False)
+def maxrl(rewards: Rewards, k: int) -> Rewards:
+    """MaxRL (Tajwar et al., arXiv 2602.02710), as in prime-rl and SkyRL: ``(r_i - m) / m``.
+
+    ``m`` is the group's mean reward; binary rewards only (the paper's setting). With c of n
+    correct this is ``n/c - 1`` for a correct sample and ``-1`` for an incorrect one, the
+    advantage form of the paper's ``1/c * sum_{correct} grad log pi``. A group with no
+    correct sample (m = 0) gets all-zero advantages, as those frameworks do (their epsilon
+    makes 0/eps = 0). That choice drops the "-1" baseline exactly when all n fail, so with
+    ``J_m = log-likelihood truncated at m`` (the paper's ``grad J_m = sum_{j<=m} (1-p)^(j-1)
+    grad p``) the expected update is ``n grad J_{n-1}``, not the ``n grad J_n`` of the
+    paper's estimator: the bias is ``-n (1-p)^(n-1) grad p`` (tests enumerate it exactly).
+    ``k`` is not used: MaxRL's objective is fixed by n.
+    """
+    t, is_numpy = _binary(rewards, "maxrl")
+    mean = t.mean(-1, keepdim=True)
+    safe = torch.where(mean > 0, mean, torch.ones_like(mean))
+    out = torch.where(mean > 0, (t - mean) / safe, torch.zeros_like(t))
+    return _restore(out, is_numpy)
+
+
+@register("passk_training")
+def passk_training(rewards: Rewards, k: int) -> Rewards:
+    """Chen et al. (arXiv 2508.10751, "Pass@k Training"): the analytical advantage.
+
+    Binary rewards, c of n correct: ``rho = 1 - C(n-c, k)/C(n, k)`` (Eq. 3, the mean reward
+    of the size-k sub-groups), ``sigma = sqrt(rho (1 - rho))`` (their std), and
+
+        correct:   A = (1 - rho) / (sigma + eps)
+        incorrect: A = (1 - rho - C(n-c-1, k-1)/C(n-1, k-1)) / (sigma + eps)
+
+    with eps = ``STD_EPS`` = 1e-6 as in their code. It is the mean over the sub-groups
+    containing i of the normalised sub-group advantage ``(max_I - rho) / sigma``, i.e.
+    ``(n/k * binary_weights_i - rho) / (sigma + eps)``: the baseline rho and sigma include
+    sample i, so it is not an unbiased gradient of pass@k (README: measured bias). Groups
+    with rho in {0, 1} get zeros. k = 1 is GRPO with the population std (ddof = 0).
+    Needs 1 <= k <= n; raises ValueError for non-binary rewards.
+    """
+    t, is_numpy = _binary(rewards, "passk_training")
+    k = E._check_k(k, t.shape[-1], "passk_training")  # before the cache: 2.0 hashes as 2
+    table = torch.as_tensor(_passk_training_table(t.shape[-1], k)).to(t)
+    correct, wrong = table[t.sum(-1).long()].unbind(-1)  # each [...], by c
+    return _restore(wrong.unsqueeze(-1) + t * (correct - wrong).unsqueeze(-1), is_numpy)
+
+
+@functools.lru_cache(maxsize=256)
+def _passk_training_table(n: int, k: int) -> np.ndarray:
+    """``[n + 1, 2]``: Chen et al.'s (correct, incorrect) advantages for c = 0..n correct.
+
+    The advantages depend on a group only through c, so they are tabulated once per (n, k).
+    """
+    c = np.arange(n + 1)
+    rho = E.pass_at_k(n, c, k)
+    if k >= 2:  # C(n-c-1, k-1)/C(n-1, k-1) = 1 - pass@(k-1) of n-1 samples with c correct
+        fail_without_i = np.append(1 - E.pass_at_k(n - 1, c[:-1], k - 1), 0.0)  # c = n: none
+    else:
+        fail_without_i = np.ones(n + 1)  # C(n-c-1, 0) / C(n-1, 0)
+    sigma = np.sqrt(rho * (1 - rho)) + STD_EPS
+    return np.stack([(1 - rho) / sigma, (1 - rho - fail_without_i) / sigma], axis=-1)
+
+
+@register("grpo", uses_k=False)
+def grpo(rewards: Rewards, k: int) -> Rewards:
+    """GRPO (Shao et al., 2024): the group z-score ``(r_i - mean) / (std + eps)``.
+
+    ``std`` is the sample standard deviation (Bessel's n-1, as ``torch.std`` in verl and
+    TRL) and eps = ``STD_EPS`` = 1e-6 (verl's default), so constant groups get zeros. The
+    std is a function of the whole group, so the expected update is not a fixed multiple
+    of the pass@1 gradient (README: measured bias). Needs n >= 2.
+    """
+    t, is_numpy = E.as_float_tensor(rewards, "grpo")
+    n = _need_n(t, 2, "grpo", "for the sample std")
+    centred = _centre(t)
+    std = (centred.square().sum(-1, keepdim=True) / (n - 1)).sqrt()
+    return _restore(centred / (std + STD_EPS), is_numpy)
+
+
+@register("dr_grpo", uses_k=False)
+def dr_grpo(rewards: Rewards, k: int) -> Rewards:
+    """Dr. GRPO (Liu et al., arXiv 2503.20783): ``r_i - mean``, GRPO without the std.
+
+    Equals ``(n-1)/n * loo``; its expected update is exactly (n-1) times the pass@1 (mean
+    reward) gradient. n = 1 gives 0.
+    """
+    t, is_numpy = E.as_float_tensor(rewards, "dr_grpo")
+    return _restore(_centre(t), is_numpy)
+
+
+@register("grpo_passk", uses_k=False)
+def grpo_passk(rewards: Rewards, k: int) -> Rewards:
+    """verl's ``grpo_passk`` (Tang et al., arXiv 2503.19595), k = n: ``k`` is ignored.
+
+    The best sample of each group gets ``max - second largest``, the others 0: verl with
+    ``norm_adv_by_std_in_grpo=False`` (its default also divides by the group's std + eps;
+    that variant is not registered here). A tie for the maximum gives the whole group 0, so which
+    tied sample is "best" does not matter. This is exactly ``tang`` on any rewards,
+    ``max g - max_{j != i} g_j``. Needs n >= 2.
+    """
+    t, is_numpy = E.as_float_tensor(rewards, "grpo_passk")
+    _need_n(t, 2, "grpo_passk", "for a second-best sample")
+    top, where = torch.topk(t, 2, dim=-1)
+    out = torch.zeros_like(t).scatter_(-1, where[..., :1], top[..., :1] - top[..., 1:])
+    return _restore(out, is_numpy)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
-# The real datasets the tests read: ../shared/data beside the clone, as CI lays it out.
-SHARED_DATA = (Path(__file__).parents[1] / ".." / "shared" / "data").resolve()
+# The real datasets the tests read: ../shared/data beside the clone, as CI lays it out,
+# unless $PKPO_DATA (where the tasks look) names another copy.
+SHARED_DATA = Path(
+    os.environ.setdefault("PKPO_DATA", str(Path(__file__).parents[1] / ".." / "shared" / "data"))
+).resolve()
 
 
 def pytest_collection_modifyitems(config, items):
@@ -30,3 +34,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+LARGE_FILE_BYTES = 8 << 20
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item):
+    """After each test, delete the large files it left under its ``tmp_path`` (checkpoints
+    of real models are 1.6 GB): a test checks them while it runs, and pytest would keep
+    them until the end of the session."""
+    folder = getattr(item, "funcargs", {}).get("tmp_path")
+    if folder is None:
+        return
+    for path in Path(folder).rglob("*"):
+        if path.is_file() and not path.is_symlink() and path.stat().st_size > LARGE_FILE_BYTES:
+            path.unlink()

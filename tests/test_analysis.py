@@ -1,4 +1,4 @@
-"""Tests of the analysis (pkpo/analysis.py, pkpo-analyze and the analysis/ notebooks).
+"""Tests of the analysis (pkpo/analysis/, pkpo-analyze and the analysis/ notebooks).
 
 Expected numbers come from outside the code under test: the event logs read here with
 plain ``json``, means and standard errors from ``statistics``, and the paper's tables
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
 import statistics
@@ -27,7 +26,8 @@ import pytest
 import yaml
 
 from pkpo import analysis as A
-from pkpo import analyze
+from pkpo.analysis import cli as analyze
+from pkpo.analysis.figures import _seed_counts
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_RUNS = REPO / "tests" / "fixtures" / "runs"
@@ -63,31 +63,27 @@ def run_folders() -> Path:
 
 
 @pytest.fixture(scope="session")
-def toy_outputs(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
-    """A small real run of the toy experiment, or None where experiments/toy is absent."""
-    if not (REPO / "experiments" / "toy" / "__main__.py").is_file():
-        return None
+def toy_outputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real run of the toy experiment."""
     out = tmp_path_factory.mktemp("toy")
     cmd = [
-        sys.executable, "-m", "experiments.toy", f"out_dir={out}", "n_estimates=100",
+        sys.executable, "-m", "pkpo.toy", f"out_dir={out}", "n_estimates=100",
         "quad_nodes=64", "fig1.thetas.num=11", "fig4.ns=[4,8]", "fig5.n_draws=50",
-        "train.steps=10", "train.ks=[1,4]",
+        "train.steps=10", "train.ks=[1,4]", "estimators.ns=[8,12]", "estimators.n_estimates=200",
+        "train_estimators.ks=[1,4]", "train_estimators.repeats=2",
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=out, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return out
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory, toy_outputs: Path | None) -> Path:
+def report(tmp_path_factory: pytest.TempPathFactory, toy_outputs: Path) -> Path:
     """``pkpo-analyze`` over the fixture runs (or an empty folder) and the toy outputs."""
     has_runs = any(FIXTURE_RUNS.rglob("events.jsonl"))
     runs = FIXTURE_RUNS if has_runs else tmp_path_factory.mktemp("no_runs")
     out = tmp_path_factory.mktemp("report")
-    args = [str(runs), "--out", str(out), "--window", "3"]
-    if toy_outputs is not None:
-        args += ["--toy", str(toy_outputs)]
+    args = [str(runs), "--out", str(out), "--window", "3", "--toy", str(toy_outputs)]
     assert analyze.main(args) == 0
     return out
 
@@ -405,7 +401,7 @@ def test_report_paper_tables_have_paper_numbers_and_say_no_runs(report: Path) ->
 
 
 @pytest.mark.slow
-def test_report_figures_are_png_and_pdf_files(report: Path, toy_outputs: Path | None) -> None:
+def test_report_figures_are_png_and_pdf_files(report: Path) -> None:
     figures = report / "figures"
     pngs = sorted(figures.glob("*.png"))
     for png in pngs:
@@ -413,9 +409,8 @@ def test_report_figures_are_png_and_pdf_files(report: Path, toy_outputs: Path | 
         pdf = png.with_suffix(".pdf")
         assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 1_000
     names = {png.stem for png in pngs}
-    if toy_outputs is not None:
-        for key in ("fig1", "fig2", "fig4", "fig5", "toy_training"):  # _<dir> if several
-            assert any(name == key or name.startswith(f"{key}_") for name in names), key
+    for key in ("fig1", "fig2", "fig4", "fig5", "toy_training", "fig4plus"):  # _<dir> if several
+        assert any(name == key or name.startswith(f"{key}_") for name in names), key
     if any(FIXTURE_RUNS.rglob("events.jsonl")):
         assert any(name.startswith(("fig6_", "fig8_")) for name in names)
         assert any(name.startswith(("fig7_", "fig8_")) for name in names)
@@ -598,7 +593,7 @@ def test_a_seed_that_crashed_before_the_last_eval_is_not_averaged(
     assert f"step {records[first_eval]['step']}" in table.skipped_runs[name]
     assert any(name in note for note in table.notes)
     row = expected_row(raw)
-    assert "stopped early" in A._seed_counts(A.setting_frame(df, model, task, n))[row]
+    assert "stopped early" in _seed_counts(A.setting_frame(df, model, task, n))[row]
 
 
 def test_status_of_running_and_crashed_runs(run_folders: Path, tmp_path: Path) -> None:
@@ -630,3 +625,22 @@ def test_a_failing_notebook_is_reported_and_the_rest_still_written(tmp_path: Pat
     page = (out / "index.html").read_text(encoding="utf-8")
     assert "notebook toy_figures failed" in page
     assert (out / "notebooks" / "toy_figures.ipynb").is_file()
+
+
+@pytest.mark.slow
+def test_report_renders_the_toy_transform_tables(report: Path, toy_outputs: Path) -> None:
+    """Every computed (transform, n) of the first theta is a row with the CSV's numbers;
+    skipped transforms are named in the notes; the θ table has one row per trained one."""
+    csv = pd.read_csv(toy_outputs / "estimators_bias_variance.csv")
+    first = csv[csv.theta_label == csv.theta_label.iloc[0]]
+    table = (report / "tables" / "toy_estimators_0.md").read_text(encoding="utf-8")
+    for r in first[first.skipped.isna()].itertuples():
+        assert f"| {r.estimator} | {r.n} | " in table, r.estimator
+        assert f"| {r.variance:.3g} ± {r.variance_se:.2g} |" in table, r.estimator
+    for name in first.estimator[first.skipped.notna()]:
+        assert f"- {name} not run: " in table
+    assert len(list((report / "tables").glob("toy_estimators_*.md"))) == csv.theta_label.nunique()
+    trained = pd.read_csv(toy_outputs / "train_estimators.csv").dropna(subset=["theta_mean"])
+    theta_table = (report / "tables" / "toy_train_estimators.md").read_text(encoding="utf-8")
+    for r in trained.itertuples():
+        assert f"{r.theta_mean:.4f} ± {r.theta_sd:.4f}" in theta_table, r

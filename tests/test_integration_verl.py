@@ -22,6 +22,7 @@ import torch
 from omegaconf import OmegaConf
 from test_estimators import oracle_sloo, oracle_sloo_centred, oracle_sloo_minus_one
 
+from pkpo import transforms
 from pkpo.integrations import verl as pkpo_verl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,7 +77,7 @@ def expected_advantages(oracle, rewards, uids, mask, k) -> np.ndarray:
 # ------------------------------------------------------------- verl's signature, no verl
 
 
-@pytest.mark.parametrize("name", sorted(pkpo_verl.ESTIMATORS))
+@pytest.mark.parametrize("name", sorted(ORACLE))
 @pytest.mark.parametrize("k", [1, 2, 3, 5])
 def test_estimators_match_the_subset_oracles(name, k):
     if name in ("pkpo_sloo", "pkpo_sloo_centred") and k == N:
@@ -149,6 +150,40 @@ def test_tang_needs_no_k():
     np.testing.assert_allclose(got.numpy(), want, atol=1e-6)
 
 
+def test_every_transform_is_exposed_under_the_naming_rule():
+    want = {t if t.startswith("pkpo_") else f"pkpo_{t}" for t in transforms.names()}
+    assert set(pkpo_verl.estimators()) == want
+    assert {"pkpo_tang", "pkpo_sloo_minus_one", "pkpo_maxpo", "pkpo_grpo"} <= want
+    with pytest.raises(ValueError, match=r"unknown PKPO verl estimator 'grpo'.*pkpo_grpo"):
+        pkpo_verl.pkpo_advantage("grpo", torch.zeros(6, 2), torch.ones(6, 2), np.zeros(6))
+
+
+@pytest.fixture
+def new_transform():
+    """A transform registered by the test itself (removed again afterwards)."""
+
+    @transforms.register("test_scaled_dr_grpo")
+    def scaled(rewards, k):
+        return k * transforms.dr_grpo(rewards, k)
+
+    yield "test_scaled_dr_grpo"
+    del transforms._REGISTRY["test_scaled_dr_grpo"]
+    pkpo_verl.ESTIMATORS.pop("pkpo_test_scaled_dr_grpo", None)
+
+
+def test_a_newly_registered_transform_is_usable(new_transform):
+    token_rewards, mask, uids, rewards = verl_batch(seed=6)
+    estimator = pkpo_verl.estimators()[f"pkpo_{new_transform}"]
+    got, _ = estimator(
+        token_level_rewards=token_rewards, response_mask=mask, index=uids, config={"pkpo_k": 3}
+    )
+
+    def oracle(g, k):  # k times each reward minus its group's mean, by hand
+        return [k * (x - Fraction(sum(g), len(g))) for x in g]
+
+    np.testing.assert_allclose(got.numpy(), expected_advantages(oracle, rewards, uids, mask, 3))
+
+
 def test_index_shape_is_checked():
     token_rewards, mask, uids, _ = verl_batch(seed=4)
     with pytest.raises(ValueError, match=r"index has shape \(17,\), expected \(18,\)"):
@@ -186,7 +221,24 @@ def test_registered_in_verls_registry(core_algos):
         )
         want = expected_advantages(oracle, rewards, uids, mask, 3)
         np.testing.assert_allclose(got.numpy(), want, atol=1e-6)
-    assert pkpo_verl.register() == list(ORACLE)  # registering again is harmless
+    assert set(ORACLE) <= set(pkpo_verl.register())  # registering again is harmless
+
+
+@pytest.mark.slow
+def test_a_newly_registered_transform_reaches_verls_registry(core_algos, new_transform):
+    assert f"pkpo_{new_transform}" in pkpo_verl.register()
+    fn = core_algos.get_adv_estimator_fn(f"pkpo_{new_transform}")
+    assert fn is pkpo_verl.ESTIMATORS[f"pkpo_{new_transform}"]
+    token_rewards, mask, uids, rewards = verl_batch(seed=7)
+    call = {"token_level_rewards": token_rewards, "response_mask": mask, "index": uids}
+    with pytest.raises(ValueError, match=r"\+algorithm\.pkpo_k"):  # it reads k_opt
+        fn(**call, config={})
+    got, _ = fn(**call, config={"pkpo_k": 2})
+
+    def oracle(g, k):  # k times each reward minus its group's mean, by hand
+        return [k * (x - Fraction(sum(g), len(g))) for x in g]
+
+    np.testing.assert_allclose(got.numpy(), expected_advantages(oracle, rewards, uids, mask, 2))
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ TINY = [
     "steps=2",
     "prompts_per_step=2",
     "n=4",
-    "transform.k_opt=2",
+    "schedule.k_opt=2",
     "sampler.max_new_tokens=12",
     "eval.problems=2",
     "eval.n=2",
@@ -40,8 +40,11 @@ TINY = [
 
 
 def _cfg(tmp_path: Path, *overrides: str):
+    tiny = TINY
+    if any(o.startswith("schedule=") for o in overrides):  # only the constant one has k_opt
+        tiny = [o for o in TINY if not o.startswith("schedule.k_opt=")]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("train", overrides=[*TINY, f"run_dir={tmp_path / 'run'}", *overrides])
+        return compose("train", overrides=[*tiny, f"run_dir={tmp_path / 'run'}", *overrides])
 
 
 def _events(run_dir: Path) -> list[dict]:
@@ -54,7 +57,7 @@ def _events(run_dir: Path) -> list[dict]:
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("transform.k_opt=9", r"transform pkpo_sloo_minus_one with k_opt=9 and n=4: .*k=9 > n=4"),
+        ("schedule.k_opt=9", r"transform pkpo_sloo_minus_one with k_opt=9 and n=4: .*k=9 > n=4"),
         ("n=0", r"^n must be a positive integer, got 0"),
         ("prompts_per_step=-1", r"prompts_per_step must be a positive integer"),
         ("trainer.micro_batch_size=0", r"trainer.micro_batch_size must be a positive integer"),
@@ -63,7 +66,7 @@ def _events(run_dir: Path) -> list[dict]:
     ],
 )
 def test_bad_config_names_the_key(tmp_path, override, message):
-    extra = ["transform.k_opt=4"] if override == "transform=pkpo_sloo" else []
+    extra = ["schedule.k_opt=4"] if override == "transform=pkpo_sloo" else []
     cfg = _cfg(tmp_path, override, *extra)
     with pytest.raises(C.ConfigError, match=message):
         C.validate(cfg)
@@ -77,7 +80,7 @@ def test_loo_needs_two_samples(tmp_path):
 
 def test_unknown_group_option_lists_choices(tmp_path):
     with pytest.raises(MissingConfigException, match="pkpo_sloo_minus_one"):
-        _cfg(tmp_path, "transform=grpo")
+        _cfg(tmp_path, "transform=grpo_std")
 
 
 def test_bad_config_fails_before_the_model_loads(tmp_path, monkeypatch):
@@ -87,7 +90,7 @@ def test_bad_config_fails_before_the_model_loads(tmp_path, monkeypatch):
     monkeypatch.setattr("pkpo.train.check_model", boom)
     monkeypatch.setattr("pkpo.train.load_policy", boom)
     with pytest.raises(C.ConfigError):
-        run(_cfg(tmp_path, "n=3", "transform.k_opt=5"))
+        run(_cfg(tmp_path, "n=3", "schedule.k_opt=5"))
     assert not (tmp_path / "run").exists()
 
 
@@ -116,12 +119,13 @@ def test_scorer_turns_failures_into_zero(workers):
     scorer = Scorer(FlakyTask(), workers=workers)
     try:
         problems = [Problem("p0", "q", None), Problem("p1", "q", None)]
-        rewards, failures = scorer.score(problems, [["ok", "boom"], ["nan", "x"]])
+        rewards, failures, timeouts = scorer.score(problems, [["ok", "boom"], ["nan", "x"]])
     finally:
         scorer.close()
     np.testing.assert_array_equal(rewards, [[1.0, 0.0], [0.0, 0.0]])
     assert [(f.problem_id, f.sample) for f in failures] == [("p0", 1), ("p1", 0)]
     assert "verifier exploded" in failures[0].error and "non-finite" in failures[1].error
+    assert not timeouts.any()  # errors are failures, not timeouts
 
 
 # ------------------------------------------------------------------ real runs (slow)
@@ -186,6 +190,27 @@ def test_two_real_steps(tmp_path, backend):
 
 
 @pytest.mark.slow
+def test_transform_scale_loo_reaches_the_trainer(tmp_path, monkeypatch):
+    # n = 4, k_opt = 2: on the loo scale the advantages are n/k = 2 times the paper's
+    scales = []
+
+    def spy(name, rewards, k, scale="paper"):
+        scales.append(scale)  # all-zero rewards would hide a lost scale from the check below
+        return transform(name, rewards, k, scale=scale)
+
+    monkeypatch.setattr("pkpo.train.transform", spy)
+    overrides = ("sampler=hf", "transform.scale=loo", "steps=1", "eval.problems=0")
+    _, _, seen, task = _run_and_capture(_cfg(tmp_path, *overrides))
+    assert scales == ["loo"]
+    (problems, groups), batch = seen["rollouts"][0], seen["updates"][0]
+    rewards = np.array(
+        [[task.score(p, c.text) for c in g] for p, g in zip(problems, groups, strict=True)]
+    )
+    want = 2 * transform("pkpo_sloo_minus_one", rewards, 2).reshape(-1)
+    np.testing.assert_allclose(batch.advantages.double().numpy(), want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.slow
 def test_resume_after_sigkill(tmp_path):
     run_dir = tmp_path / "run"
     args = [
@@ -200,7 +225,8 @@ def test_resume_after_sigkill(tmp_path):
         f"run_dir={run_dir}",
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(args, cwd=REPO, env=env, start_new_session=True)
+    # from the test folder: Hydra puts its own run folder (runs/...) under the working directory
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, start_new_session=True)
     try:
         deadline = time.time() + 600
         while time.time() < deadline and proc.poll() is None:
@@ -221,7 +247,7 @@ def test_resume_after_sigkill(tmp_path):
     killed_at = state["extra"]["step"]
     assert killed_at >= 1
     subprocess.run(
-        [sys.executable, "-m", "pkpo.train", f"resume={run_dir}"], cwd=REPO, env=env, check=True
+        [sys.executable, "-m", "pkpo.train", f"resume={run_dir}"], cwd=tmp_path, env=env, check=True
     )
     events = _events(run_dir)
     starts = [e for e in events if e["event"] == "start"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import importlib.metadata
 import multiprocessing
-import time
 from pathlib import Path
 
 import gguf
@@ -82,9 +81,7 @@ def test_second_load_comes_from_the_cache(smollm2, monkeypatch):
         raise AssertionError("converted again although the cache is complete")
 
     monkeypatch.setattr(models, "_convert_gguf", no_conversion)
-    started = time.perf_counter()
-    again, tokenizer, checkpoint_again = load_policy(SMOLLM2)
-    assert time.perf_counter() - started < 15  # ~1 s; a GGUF load takes 20-40 s
+    again, tokenizer, checkpoint_again = load_policy(SMOLLM2)  # no conversion (patched away)
     assert checkpoint_again == checkpoint
     for (name, a), (name_b, b) in zip(
         model.state_dict().items(), again.state_dict().items(), strict=True

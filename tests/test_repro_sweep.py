@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from experiments import repro_sweep
 from pkpo import analysis as A
+from pkpo.arms import sweep_arm
 from pkpo.train import CONF_DIR
 
 ARMS = {
@@ -20,6 +21,7 @@ ARMS = {
     "k8": "k_opt=8",
     "tang": "tang",
     "anneal": "annealed (8→1)",
+    "anneal_loo": "annealed (8→1) [loo scale]",
     "ent0.01": "EntropyReg (0.01)",
 }
 
@@ -34,11 +36,13 @@ def test_each_arm_composes_into_the_run_the_analysis_names_so(
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     raw = OmegaConf.to_container(cfg, resolve=False)
-    raw["transform"]["k_opt"] = cfg.transform.k_opt  # tang's k_opt interpolates ${n}
+    if "k_opt" in cfg.schedule:  # the constant schedule's (tang's interpolates ${n})
+        raw["schedule"]["k_opt"] = cfg.schedule.k_opt
     config = A.parse_config(raw, arm)
     assert config.arm == label
+    assert sweep_arm(arm, cfg.steps).label == label  # the arm's own label says the same
     assert (config.seed, config.n, cfg.steps, cfg.prompts_per_step) == (2, 16, 60, 32)
-    if arm == "anneal":
+    if arm.startswith("anneal"):
         assert (config.k_start, config.k_end, config.switch_step) == (8, 1, 30)
     if arm == "tang":
         assert config.k_opt == 16

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from pkpo.models import encode_prompts, load_policy
@@ -149,16 +150,14 @@ def test_sampler_configs_compose():
 def test_make_sampler_picks_the_backend(policy):
     model, tokenizer, checkpoint, _ = policy
     cfg = _sampler_cfg("hf")
-    sampler = make_sampler(cfg, model, tokenizer, checkpoint)
+    sampler = instantiate(cfg, model=model, tokenizer=tokenizer, checkpoint_path=checkpoint)
     assert isinstance(sampler, HFSampler) and sampler.model is model
     assert sampler.batch_size == cfg.hf.batch_size
     with pytest.raises(ValueError, match="backend must be one of"):
-        make_sampler(
-            {**OmegaConf.to_container(cfg), "backend": "tgi"}, model, tokenizer, checkpoint
-        )
+        make_sampler(model, tokenizer, checkpoint, backend="tgi")
     if not HAS_VLLM:
         with pytest.raises(ImportError, match="vLLM is not installed"):
-            make_sampler(_sampler_cfg("vllm"), model, tokenizer, checkpoint)
+            make_sampler(model, tokenizer, checkpoint, backend="vllm")
 
 
 # ----------------------------------------------------------------------------- HF sampler
@@ -233,7 +232,7 @@ def vllm_sampler():
     cfg = _sampler_cfg("vllm")
     cfg.vllm.kv_cache_space_gib = 1
     cfg.vllm.max_model_len = 1024
-    sampler = make_sampler(cfg, model, tokenizer, checkpoint)
+    sampler = instantiate(cfg, model=model, tokenizer=tokenizer, checkpoint_path=checkpoint)
     yield sampler, model, tokenizer
     sampler.close()
 

@@ -171,7 +171,7 @@ def test_submitit_launcher_runs_a_two_rank_deepspeed_job(slurm_env, tmp_path):
         "hydra.launcher.tasks_per_node=2",
         "hydra.launcher.cpus_per_task=1",
         f"hydra.sweep.dir={sweep}",
-        "transform.k_opt=2",
+        "schedule.k_opt=2",
         "seed=0",
         *TINY,
         "steps=1",
@@ -217,12 +217,15 @@ def test_paper_preset_composes_validates_and_uses_real_keys(name):
     from pkpo import config
     from pkpo.samplers.vllm import VLLMSampler
     from pkpo.train import CONF_DIR
-    from pkpo.trainers.deepspeed import DeepSpeedTrainer
-    from pkpo.trainers.local import LocalTrainer
+    from pkpo.trainers.deepspeed import DeepSpeedEngine
+    from pkpo.trainers.local import LocalEngine
+    from pkpo.trainers.update import PPOTrainer
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        # the annealing preset's schedule has no single k_opt: sweep its first k instead
+        key = "schedule.k_start" if name == "paper_fig3_annealing" else "schedule.k_opt"
         for k in (1, 2, 4, 8):
-            cfg = compose("train", overrides=[f"experiment={name}", f"transform.k_opt={k}"])
+            cfg = compose("train", overrides=[f"experiment={name}", f"{key}={k}"])
             config.validate(cfg)
         tang = compose("train", overrides=[f"experiment={name}", "transform=tang"])
         config.validate(tang)
@@ -230,7 +233,7 @@ def test_paper_preset_composes_validates_and_uses_real_keys(name):
     assert cfg.transform.name == "pkpo_sloo_minus_one"
     assert cfg.trainer._target_ == "pkpo.trainers.deepspeed.DeepSpeedTrainer"
     trainer_keys = set(cfg.trainer) - {"_target_"}
-    assert trainer_keys <= _accepted(DeepSpeedTrainer.__init__, LocalTrainer.__init__)
+    assert trainer_keys <= _accepted(DeepSpeedEngine, LocalEngine, PPOTrainer)
     assert cfg.sampler.backend == "vllm"
     assert set(cfg.sampler.vllm) <= _accepted(VLLMSampler.__init__)
     assert cfg.trainer.minibatch_size % 8 == 0 and cfg.prompts_per_step % 8 == 0  # 8 GPUs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +13,7 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from experiments.bench_scoring import cpu_hogs
 from pkpo.sandbox import available_isolation
 from pkpo.tasks import resolve_data_path
 from pkpo.tasks.arc import ArcTask, arc_path
@@ -142,10 +144,16 @@ def test_missing_data_fails_at_construction_with_a_useful_message(tmp_path):
 
 
 @pytest.mark.shared_data
-def test_relative_data_dir_is_resolved_from_the_repository(tmp_path, monkeypatch):
+def test_data_folder_comes_from_config_or_pkpo_data_not_from_the_install(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert resolve_data_path("../shared/data", "gsm8k") == (DATA / "gsm8k").resolve()
+    (tmp_path / "here").mkdir()
+    assert resolve_data_path("here", "gsm8k") == tmp_path / "here" / "gsm8k"  # working dir
+    monkeypatch.setenv("PKPO_DATA", str(DATA))
+    assert resolve_data_path(None, "gsm8k") == (DATA / "gsm8k").resolve()
     assert len(GSM8KTask(n_test=3).load("test")) == 3
+    monkeypatch.delenv("PKPO_DATA")
+    with pytest.raises(ValueError, match="PKPO_DATA"):
+        GSM8KTask()
 
 
 @pytest.mark.shared_data
@@ -198,7 +206,8 @@ def test_every_mbpp_reference_solution_scores_one(code_task):
         p for split in ("prompt", "test", "validation", "train") for p in code_task.load(split)
     ]
     assert len(problems) == 974
-    with ThreadPoolExecutor(4) as pool:
+    # more scoring threads than cores, and the cores saturated: the reward must not change
+    with cpu_hogs(2, max_seconds=900), ThreadPoolExecutor(2 * os.cpu_count()) as pool:
         rewards = list(pool.map(lambda p: code_task.score(p, _fenced(p.answer)), problems))
     assert {p.id: r for p, r in zip(problems, rewards, strict=True) if r != 1.0} == {}
 
@@ -208,7 +217,7 @@ def test_every_mbpp_reference_solution_scores_one(code_task):
 @pytest.mark.shared_data
 def test_every_humaneval_canonical_solution_scores_one(code_task):
     problems = code_task.load("humaneval")
-    with ThreadPoolExecutor(4) as pool:
+    with cpu_hogs(2, max_seconds=900), ThreadPoolExecutor(2 * os.cpu_count()) as pool:
         rewards = list(pool.map(lambda p: code_task.score(p, _fenced(p.answer)), problems))
     assert {p.id: r for p, r in zip(problems, rewards, strict=True) if r != 1.0} == {}
 

@@ -1,26 +1,23 @@
-"""Tests of the 1-D toy experiment (experiments/toy), each against an independent oracle:
+"""Tests of the 1-D toy experiment (pkpo/toy), each against an independent oracle:
 raw Monte Carlo draws, scipy quadrature written out here, math.comb, or hand computation."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import integrate, stats
 
-from experiments.toy import figures as F
-from experiments.toy import gradients as G
-from experiments.toy import problem
-from experiments.toy.train import train_theta
+from pkpo.toy import compare, problem
+from pkpo.toy import figures as F
+from pkpo.toy import gradients as G
+from pkpo.toy.train import train_theta
 
-REPO = Path(__file__).resolve().parents[1]
 SIGMA = 0.1
 
 
@@ -205,13 +202,13 @@ def test_training_reaches_the_k_optimal_theta():
 
 @pytest.mark.slow
 def test_command_writes_every_figure(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [
-        sys.executable, "-m", "experiments.toy", "out_dir=rel/out", "n_estimates=300",
+        sys.executable, "-m", "pkpo.toy", "out_dir=rel/out", "n_estimates=300",
         "fig1.thetas.num=11", "fig1.ks=[1,4]", "fig4.ns=[4,8]", "fig5.n_draws=50",
-        "train.steps=20", "train.ks=[1,2]",
+        "train.steps=20", "train.ks=[1,2]", "estimators.ns=[8]", "estimators.n_estimates=500",
+        "train_estimators.ks=[4]", "train_estimators.repeats=2",
     ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "rel" / "out"
     for stem in ("fig1_maxg_at_k", "fig2_weights", "fig4_variance", "fig5_effective_rewards"):
@@ -229,7 +226,115 @@ def test_command_writes_every_figure(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["optimal_theta"]) == {"1", "2", "4"}
     assert summary["fig4"]["variance"]["sloo_minus_one"]["8"] > 0
+    table = pd.read_csv(out / "estimators_bias_variance.csv")
+    assert set(table.theta_label) == {"1", "0.6", "k_optimal"} and set(table.n) == {8}
+    assert (out / "fig4plus_variance.png").stat().st_size > 0
+    assert set(summary["estimators"]["skipped"]) == {"maxrl", "passk_training"}
+    trained = pd.read_csv(out / "train_estimators.csv")
+    assert set(trained.k) == {4} and (trained.repeats.dropna() == 2).all()
     assert "wall_time_s" in summary and "done in" in proc.stdout + proc.stderr
     # Hydra's own files stay inside out_dir/.hydra: no outputs/ next to the caller
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rel"]
     assert any((out / ".hydra").glob("*/config.yaml"))
+
+
+# ------------------------------------------- every registered transform (compare)
+
+
+@pytest.fixture(scope="module")
+def compared() -> pd.DataFrame:
+    """A small estimators stage: k = 4, n = 8, theta = 1 and the k-optimal theta."""
+    return compare.estimator_table(
+        [1.0, "k_optimal"], [8], 4, SIGMA, 20_000, 3.0, (0.0, 1.5), 128,
+        np.random.default_rng(3),
+    )  # fmt: skip
+
+
+def _row(df: pd.DataFrame, name: str, label: str = "1") -> pd.Series:
+    (row,) = df[(df.estimator == name) & (df.theta_label == label)].itertuples(index=False)
+    return pd.Series(row._asdict())
+
+
+def test_compare_exact_gradients_match_independent_quadrature(compared):
+    for label in ("1", "k_optimal"):
+        row = _row(compared, "pkpo_sloo_minus_one", label)
+        assert row.dmaxg_k == pytest.approx(quad_dmaxg(row.theta, 4), abs=1e-5)
+        tang = _row(compared, "tang", label)  # Eq. 33 with k = n targets max_g@n
+        assert tang.target_value == pytest.approx(quad_dmaxg(row.theta, 8), abs=1e-5)
+        loo = _row(compared, "loo", label)  # n d E[g], E[g] = max_g@1
+        assert loo.target_value == pytest.approx(8 * quad_dmaxg(row.theta, 1), abs=1e-4)
+    star = _row(compared, "maxpo", "k_optimal").theta
+    grid = np.linspace(0.9, 1.0, 201)
+    assert abs(star - grid[np.argmax([quad_maxg(t, 4) for t in grid])]) < 1e-3
+
+
+@pytest.mark.parametrize("label", ["1", "k_optimal"])
+def test_compare_bias_of_unbiased_estimators_is_within_noise(compared, label):
+    for name in ("pkpo_sloo_minus_one", "maxpo", "pkpo_sloo"):
+        row = _row(compared, name, label)
+        truth = quad_dmaxg(row.theta, 4)
+        assert abs(row["mean"] - truth) < 4 * row.mean_se, (name, row["mean"], truth)
+        assert not row.maxg_k_significant
+    # the pass@1 and pass@n estimators are unbiased for what target() says they estimate
+    for name in ("raw", "loo", "dr_grpo", "tang", "grpo_passk"):
+        row = _row(compared, name, label)
+        assert abs(row.z_target) < 4, (name, row.z_target)
+
+
+def test_compare_grpo_is_significantly_biased(compared):
+    for label in ("1", "k_optimal"):
+        row = _row(compared, "grpo", label)
+        truth = quad_dmaxg(row.theta, 4)
+        assert abs(row["mean"] - truth) > 3 * row.mean_se and row.maxg_k_significant
+    # and even against its own large-n target at the k-optimal theta (measured z ~ +48)
+    row = _row(compared, "grpo", "k_optimal")
+    assert row.z_target > 3 and row.target_significant
+
+
+def test_compare_group_sums(compared):
+    maxpo, sloo = _row(compared, "maxpo"), _row(compared, "pkpo_sloo")
+    assert abs(maxpo.group_sum_mean) < 1e-12 and maxpo.group_sum_sd < 1e-12
+    # pkpo_sloo's baseline k/(n-1) rho(g without i) over-subtracts: the sum is negative
+    assert sloo.group_sum_mean < -10 * sloo.group_sum_sd / math.sqrt(20_000)
+    assert sloo.group_sum_sd > 1e-3
+
+
+def test_compare_skips_binary_only_transforms_with_the_reason(compared):
+    for name in ("maxrl", "passk_training"):
+        row = _row(compared, name)
+        assert "not 0 or 1" in row.skipped and math.isnan(row["mean"])
+
+
+def test_reward_sd_matches_monte_carlo():
+    x = 0.6 + SIGMA * np.random.default_rng(5).standard_normal(400_000)
+    assert compare.reward_sd(0.6, SIGMA) == pytest.approx(raw_reward(x).std(), rel=5e-3)
+
+
+def test_compare_target_rejects_an_unstated_transform():
+    with pytest.raises(ValueError, match="no stated target"):
+        compare.target("maxrl", 8, 4, 1.0, SIGMA)
+
+
+def test_training_table_settles_at_independent_optima():
+    df = compare.training_table(
+        [1, 4], 16, 8, 150, 0.02, 0.5, 1, SIGMA, (0.0, 1.5), 128, np.random.default_rng(0)
+    )
+    grid = np.linspace(0.8, 1.0, 401)
+    argmax = {k: grid[np.argmax([quad_maxg(t, k) for t in grid])] for k in (1, 4, 16)}
+    ran = df[df.skipped == ""]
+    for r in ran.itertuples():
+        assert abs(r.theta_star_k - argmax[r.k]) < 1e-3, r
+        j = int(r.target.removeprefix("max_g@").split(",")[0])  # "max_g@1, large-n limit"
+        assert abs(r.theta_target - argmax[j]) < 1e-3, r
+    pkpo = ran.set_index(["estimator", "k"]).theta_mean
+    assert abs(pkpo["pkpo_sloo_minus_one", 4] - argmax[4]) < 0.015
+    assert abs(pkpo["loo", 4] - argmax[1]) < 0.015  # loo ignores k: pass@1's optimum
+    assert abs(pkpo["tang", 1] - argmax[16]) < 0.015
+    assert set(df.estimator[df.skipped != ""]) == {"maxrl", "passk_training"}
+
+
+def test_estimator_table_rejects_an_unknown_theta_name():
+    with pytest.raises(ValueError, match="'k_optimal', got 'best'"):
+        compare.estimator_table(
+            ["best"], [8], 4, SIGMA, 10, 3.0, (0.0, 1.5), 64, np.random.default_rng(0)
+        )

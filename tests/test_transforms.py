@@ -11,14 +11,16 @@ from pkpo import transforms as T
 
 
 def test_registry_lists_the_paper_transforms():
-    assert {"none", "loo", "pkpo_sloo", "pkpo_sloo_minus_one", "pkpo_sloo_centred", "tang"} <= set(
+    assert {"raw", "loo", "pkpo_sloo", "pkpo_sloo_minus_one", "pkpo_sloo_centred", "tang"} <= set(
         T.names()
     )
+    # the old name of ``raw`` still resolves (configs say transform=none) but is not listed
+    assert "none" not in T.names() and T.get("none") is T.raw and T.canonical("none") == "raw"
 
 
 def test_unknown_name_lists_registered():
-    with pytest.raises(ValueError, match=r"unknown transform 'grpo'.*loo.*pkpo_sloo_minus_one"):
-        T.transform("grpo", np.zeros((1, 4)), 2)
+    with pytest.raises(ValueError, match=r"unknown transform 'grpo_std'.*loo.*pkpo_sloo_minus_one"):
+        T.transform("grpo_std", np.zeros((1, 4)), 2)
 
 
 def test_loo_is_eq26_by_hand():
@@ -53,3 +55,79 @@ def test_none_returns_float_copy():
 def test_register_rejects_duplicates():
     with pytest.raises(ValueError, match="already registered"):
         T.register("loo")(lambda r, k: r)
+
+
+# ------------------------------------------------------------ transform.scale = loo
+
+
+def _loo_by_hand(g: np.ndarray) -> np.ndarray:
+    n = g.shape[-1]
+    return g - (g.sum(-1, keepdims=True) - g) / (n - 1)
+
+
+@pytest.mark.parametrize("name", ["pkpo_sloo_minus_one", "pkpo_sloo_centred", "maxpo"])
+@pytest.mark.parametrize("n", [2, 5, 16])
+def test_loo_scale_at_k1_is_loo(name: str, n: int) -> None:
+    rng = np.random.default_rng(n)
+    for g in (rng.random((6, n)), rng.integers(0, 2, (6, n)).astype(float)):
+        got = T.transform(name, g, 1, scale="loo")
+        np.testing.assert_allclose(got, _loo_by_hand(g), rtol=1e-12, atol=1e-12)
+
+
+def test_loo_scale_of_pkpo_sloo_at_k1_is_not_loo_but_its_own_baseline() -> None:
+    # Eq. 29 at k = 1: g_i/n - mean_{j!=i} g_j/(n-1); times n its baseline is n/(n-1) too big
+    g = np.array([[0.0, 1.0, 0.5, 0.25, 1.0]])
+    others = (g.sum(-1, keepdims=True) - g) / 4
+    np.testing.assert_allclose(T.transform("pkpo_sloo", g, 1, scale="loo"), g - 5 / 4 * others)
+
+
+@pytest.mark.parametrize("name", ["pkpo_sloo", "pkpo_sloo_minus_one", "pkpo_sloo_centred", "maxpo"])
+def test_loo_scale_is_the_paper_transform_times_n_over_k(name: str) -> None:
+    n = 8
+    g = np.random.default_rng(0).random((5, n))
+    for k in range(2, n):
+        paper = T.transform(name, g, k)
+        np.testing.assert_allclose(T.transform(name, g, k, scale="loo"), paper * n / k)
+
+
+@pytest.mark.parametrize("name", ["loo", "tang", "grpo", "raw", "maxrl", "passk_training"])
+def test_loo_scale_leaves_reward_scale_transforms_alone(name: str) -> None:
+    g = np.random.default_rng(1).integers(0, 2, (4, 6)).astype(float)
+    np.testing.assert_array_equal(T.transform(name, g, 3, scale="loo"), T.transform(name, g, 3))
+
+
+@pytest.mark.parametrize("name", ["pkpo_sloo_minus_one", "pkpo_sloo_centred"])
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_loo_scale_expected_update_is_n_over_k_times_the_max_at_k_gradient(name, k) -> None:
+    """Exact enumeration: a 3-outcome policy, all 3^4 sample sets of n = 4. The rescaled
+    advantages' expected update E[sum_i A_i grad log p(x_i)] equals n/k grad max_g@k: the
+    direction is the unbiased one, only the step size changes."""
+    n, values = 4, torch.tensor([0.0, 0.3, 1.0], dtype=torch.float64)
+    logits = torch.tensor([0.2, -0.4, 0.1], dtype=torch.float64, requires_grad=True)
+    p = torch.softmax(logits, 0)
+    cdf = p.cumsum(0)  # outcomes are sorted by reward
+    expected_max = (values * (cdf**k - torch.cat([cdf.new_zeros(1), cdf[:-1]]) ** k)).sum()
+    (grad_rho,) = torch.autograd.grad(expected_max, logits, retain_graph=True)
+
+    tuples = torch.cartesian_prod(*[torch.arange(3)] * n)  # [81, n]
+    advantages = torch.as_tensor(T.transform(name, values[tuples], k, scale="loo"))
+    log_p = torch.log(p)[tuples]  # [81, n]
+    weight = log_p.sum(-1).exp().detach()  # probability of each sample set
+    (grad_update,) = torch.autograd.grad((weight * (advantages * log_p).sum(-1)).sum(), logits)
+    torch.testing.assert_close(grad_update, n / k * grad_rho, rtol=1e-10, atol=1e-12)
+
+
+def test_unknown_scale_is_refused_by_the_transform_and_the_config(tmp_path) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from pkpo import config as C
+    from pkpo.train import CONF_DIR
+
+    with pytest.raises(ValueError, match="unknown transform scale 'loo_scale'; choose one of"):
+        T.transform("pkpo_sloo_minus_one", np.zeros((1, 4)), 2, scale="loo_scale")
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["transform.scale=bogus", f"run_dir={tmp_path}"])
+    with pytest.raises(
+        C.ConfigError, match=r"transform.scale='bogus' is not a scale; .*paper, loo"
+    ):
+        C.validate(cfg)

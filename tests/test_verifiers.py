@@ -124,9 +124,9 @@ def test_normalize_only_removes_formatting():
 def test_math_verify_times_out_on_adversarial_input():
     import time
 
-    start = time.monotonic()
+    start = time.process_time()  # the limit is CPU time, whatever the machine's load
     assert math_equal("5", "9^{9^{9}}", timeout_s=1, exact_shortcut=False) is False
-    assert time.monotonic() - start < 10
+    assert time.process_time() - start < 10
 
 
 @pytest.mark.slow

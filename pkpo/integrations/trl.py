@@ -30,7 +30,6 @@ from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from accelerate.utils import gather_object
 from trl import GRPOConfig, GRPOTrainer
@@ -72,8 +71,8 @@ class PKPOConfig(GRPOConfig):
     pkpo_transform: str = field(
         default="pkpo_sloo_minus_one",
         metadata={
-            "help": "Name of the reward transform in pkpo.transforms (none, loo, pkpo_sloo, "
-            "pkpo_sloo_minus_one, pkpo_sloo_centred, tang)."
+            "help": "Name of a reward transform in pkpo.transforms (any of "
+            "pkpo.transforms.names(), e.g. pkpo_sloo_minus_one, maxpo, grpo)."
         },
     )
     pkpo_k: int = field(
@@ -127,7 +126,7 @@ class PKPOConfig(GRPOConfig):
         """The configured k_opt schedule, ``step -> k``."""
         kwargs = dict(self.pkpo_schedule_kwargs or {})
         if self.pkpo_schedule == "constant":
-            kwargs.setdefault("k", self.pkpo_k)
+            kwargs.setdefault("k_opt", self.pkpo_k)
         return schedules.make_schedule(self.pkpo_schedule, **kwargs)
 
 
@@ -135,10 +134,7 @@ def validate_schedule(name: str, schedule: schedules.Schedule, n: int, steps: in
     """Fail before training if transform ``name`` cannot run with some k the schedule takes."""
     for k in sorted(schedules.k_values(schedule, steps)):
         check_k(k, n, where=f"k_opt schedule over {steps} steps")
-        try:
-            transforms.transform(name, np.zeros((1, n)), k)
-        except ValueError as e:
-            raise ValueError(f"pkpo_transform={name!r} with k_opt={k} and n={n}: {e}") from None
+    schedules.check_schedule(name, schedule, n, steps)
 
 
 def check_k(k: object, n: int, where: str) -> int:
@@ -288,7 +284,9 @@ class PKPOGRPOTrainer(GRPOTrainer):
         record = self._metrics[mode]
         record["pkpo/k_opt"].append(float(k))
         rewards_np = rewards.cpu().numpy()
-        for name, value in metrics.pass_at_k(rewards_np, [j for j in K_EVAL if j <= n]).items():
+        for name, value in metrics.pass_at_k_metrics(
+            rewards_np, [j for j in K_EVAL if j <= n]
+        ).items():
             record[f"pkpo/{name}"].append(value)
         if mode != "train":
             return

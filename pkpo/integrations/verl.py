@@ -4,17 +4,14 @@ verl looks advantage estimators up by name in ``core_algos.ADV_ESTIMATOR_REGISTR
 by ``register_adv_est``) and calls them with keyword arguments ``token_level_rewards``
 ``[bs, L]``, ``response_mask`` ``[bs, L]``, ``config`` (the ``algorithm`` config) and, when
 the batch has them, ``index`` (the ``uid`` of each sample's prompt) and ``reward_baselines``.
-This module registers one estimator per PKPO transform:
-
-=======================  ==========================  ==================================
-verl adv_estimator       pkpo transform              k_opt
-=======================  ==========================  ==================================
-``pkpo_sloo``            ``pkpo_sloo`` (Eq. 29)      ``algorithm.pkpo_k`` (k < n)
-``pkpo_sloo_minus_one``  ``pkpo_sloo_minus_one``     ``algorithm.pkpo_k`` (the paper's
-                         (Eq. 33; LOO for k = 1)     PKPO)
-``pkpo_sloo_centred``    ``pkpo_sloo_centred``       ``algorithm.pkpo_k`` (k < n)
-``pkpo_tang``            ``tang`` (k = n)            not used
-=======================  ==========================  ==================================
+This module registers one estimator per transform in ``pkpo.transforms``, under one rule:
+the verl name is ``pkpo_`` + the transform's name, unless that already starts with
+``pkpo_`` (verl has its own ``grpo``, ``grpo_passk``, ``rloo``, ...). So ``pkpo_sloo``,
+``pkpo_sloo_minus_one`` (the paper's PKPO) and ``pkpo_sloo_centred`` keep their names and
+``tang`` is ``pkpo_tang``, ``maxpo`` is ``pkpo_maxpo``, ``grpo`` is ``pkpo_grpo``, etc.
+Transforms that read k_opt take it from ``algorithm.pkpo_k``; the others (``uses_k`` is
+False: ``tang``, ``loo``, ``grpo``, ...) need no k. A transform registered after this
+module was imported is picked up by ``estimators()`` and ``register()``.
 
 The sequence reward is ``token_level_rewards.sum(-1)`` (verl puts an outcome reward on the
 last response token); groups are the samples sharing an ``index`` value, wherever they sit
@@ -39,16 +36,24 @@ import torch
 
 from pkpo import transforms
 
-#: verl estimator name -> pkpo transform name
-TRANSFORM_OF = {
-    "pkpo_sloo": "pkpo_sloo",
-    "pkpo_sloo_minus_one": "pkpo_sloo_minus_one",
-    "pkpo_sloo_centred": "pkpo_sloo_centred",
-    "pkpo_tang": "tang",
-}
-_K_FREE = {"pkpo_tang"}  # transforms that ignore k_opt
+#: prefix of every verl estimator name this module registers
+PREFIX = "pkpo_"
 
 Estimator = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+
+def verl_name(transform_name: str) -> str:
+    """The verl estimator name of a pkpo transform: ``pkpo_`` + name, unless already there."""
+    return transform_name if transform_name.startswith(PREFIX) else PREFIX + transform_name
+
+
+def transform_of(name: str) -> str:
+    """The pkpo transform behind verl estimator ``name``; unknown names list the known ones."""
+    for transform_name in transforms.names():
+        if verl_name(transform_name) == name:
+            return transform_name
+    known = ", ".join(verl_name(t) for t in transforms.names())
+    raise ValueError(f"unknown PKPO verl estimator {name!r}; registered: {known}")
 
 
 def group_rows(index: Any, batch_size: int, name: str) -> torch.Tensor:
@@ -96,16 +101,17 @@ def pkpo_advantage(
     config: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(advantages, returns) ``[bs, L]`` of verl estimator ``name`` (a key of TRANSFORM_OF).
+    """(advantages, returns) ``[bs, L]`` of verl estimator ``name`` (see ``verl_name``).
 
     Extra keyword arguments verl may pass (``reward_baselines``, ``epsilon``,
     ``norm_adv_by_std_in_grpo``) are ignored: the transform is the whole advantage.
     """
     scores = token_level_rewards.sum(dim=-1)
     rows = group_rows(index, scores.shape[0], name).to(scores.device)
-    k = rows.shape[1] if name in _K_FREE else k_opt(config, name)
+    transform_name = transform_of(name)
+    k = k_opt(config, name) if transforms.uses_k(transform_name) else rows.shape[1]
     try:
-        grouped = transforms.transform(TRANSFORM_OF[name], scores[rows].to(torch.float64), k)
+        grouped = transforms.transform(transform_name, scores[rows].to(torch.float64), k)
     except ValueError as e:
         raise ValueError(f"{name} with algorithm.pkpo_k={k!r}: {e}") from None
     advantages = torch.empty_like(scores)
@@ -130,18 +136,38 @@ def _estimator(name: str) -> Estimator:
     return estimator
 
 
-#: verl estimator name -> function with verl's estimator signature
-ESTIMATORS: dict[str, Estimator] = {name: _estimator(name) for name in TRANSFORM_OF}
+#: verl estimator name -> function with verl's estimator signature (see ``estimators``)
+ESTIMATORS: dict[str, Estimator] = {}
+
+
+def estimators() -> dict[str, Estimator]:
+    """``ESTIMATORS``, first adding an estimator for every transform registered since.
+
+    Existing entries keep their function objects, so registering them again in verl (which
+    refuses a second function under one name) stays harmless.
+    """
+    for transform_name in transforms.names():
+        name = verl_name(transform_name)
+        if name in ESTIMATORS:
+            continue
+        clash = [t for t in transforms.names() if t != transform_name and verl_name(t) == name]
+        if clash:
+            raise ValueError(
+                f"transforms {transform_name!r} and {clash[0]!r} would both be verl's {name!r}"
+            )
+        ESTIMATORS[name] = _estimator(name)
+    return ESTIMATORS
 
 
 def register() -> list[str]:
-    """Add ``ESTIMATORS`` to verl's registry (idempotent); returns the registered names."""
+    """Add ``estimators()`` to verl's registry (idempotent); returns the registered names."""
     from verl.trainer.ppo.core_algos import register_adv_est
 
-    for name, fn in ESTIMATORS.items():
+    for name, fn in estimators().items():
         register_adv_est(name)(fn)
     return list(ESTIMATORS)
 
 
+estimators()
 if importlib.util.find_spec("verl") is not None:
     register()

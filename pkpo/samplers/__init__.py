@@ -1,8 +1,11 @@
 """Samplers: generate completions for the RL loop (``conf/sampler/*.yaml``).
 
-``backend: auto`` picks vLLM when it is installed (the ``cpu``/``gpu`` extras), else Hugging
-Face ``generate``; ``vllm`` and ``hf`` force one. The options under ``vllm:`` and ``hf:`` are
-the keyword arguments of ``VLLMSampler`` and ``HFSampler``.
+A sampler config is built with Hydra's ``instantiate`` (its ``_target_`` is ``make_sampler``)
+given the policy, its tokenizer and checkpoint folder. ``backend: auto`` picks vLLM when it is
+installed (the ``cpu``/``gpu`` extras), else Hugging Face ``generate``; ``vllm`` and ``hf``
+force one. The options under ``vllm:`` and ``hf:`` are the keyword arguments of
+``VLLMSampler`` and ``HFSampler``; ``temperature``, ``top_p`` and ``max_new_tokens`` are the
+per-call ``SamplingParams`` (``sampling_params``).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +35,24 @@ def vllm_installed() -> bool:
 
 
 def make_sampler(
-    cfg: Mapping[str, Any],
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
     checkpoint_path: str | Path,
+    *,
+    backend: str = "auto",
+    vllm: Mapping[str, Any] | None = None,
+    hf: Mapping[str, Any] | None = None,
+    **per_call: Any,
 ) -> Sampler:
-    """Build the sampler ``cfg.backend`` names for the policy ``model``.
+    """The sampler ``backend`` names for the policy ``model`` (``auto``: vLLM if installed).
 
     ``checkpoint_path`` (from ``load_policy``) is what a vLLM engine loads; the HF sampler
-    generates with ``model`` itself.
+    generates with ``model`` itself. ``per_call`` takes the config's ``SamplingParams`` keys,
+    which each ``generate`` call gets instead (``sampling_params``).
     """
-    backend = cfg["backend"]
+    unknown = sorted(set(per_call) - {f.name for f in fields(SamplingParams)})
+    if unknown:
+        raise TypeError(f"unknown sampler keys {unknown}")
     if backend not in BACKENDS:
         raise ValueError(f"sampler backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
@@ -55,8 +66,8 @@ def make_sampler(
             )
         from pkpo.samplers.vllm import VLLMSampler
 
-        return VLLMSampler(checkpoint_path, **_options(cfg, "vllm"))
-    return HFSampler(model, tokenizer, **_options(cfg, "hf"))
+        return VLLMSampler(checkpoint_path, **_options(vllm))
+    return HFSampler(model, tokenizer, **_options(hf))
 
 
 def sampling_params(cfg: Mapping[str, Any], seed: int | None = None) -> SamplingParams:
@@ -69,8 +80,7 @@ def sampling_params(cfg: Mapping[str, Any], seed: int | None = None) -> Sampling
     )
 
 
-def _options(cfg: Mapping[str, Any], key: str) -> dict[str, Any]:
-    options = cfg.get(key) or {}
+def _options(options: Mapping[str, Any] | None) -> dict[str, Any]:
     if isinstance(options, DictConfig):
         return OmegaConf.to_container(options, resolve=True)
-    return dict(options)
+    return dict(options or {})

@@ -9,28 +9,35 @@
 | mbpp | ``MbppTask`` | MBPP 601-974 | HumanEval | fraction of tests or 0/1 |
 | arc | ``ArcTask`` | 80% of an ARC-AGI-1 subset | the other 20% | exact or cells |
 
-Every reward is in [0, 1] and 1.0 means solved. Relative data paths are resolved against
-the repository root (not the working directory), so configs work from any directory.
-This module stays import-light: Hydra imports it before every task module.
+Every reward is in [0, 1] and 1.0 means solved. Tasks that read data files find them
+under ``data_dir`` (the configs default it to ``$PKPO_DATA``; relative paths are taken from
+the working directory), never from where the package is installed. This module stays
+import-light: Hydra imports it before every task module.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 from pathlib import Path
 from typing import TypeVar
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+DATA_ENV = "PKPO_DATA"
 T = TypeVar("T")
 
 
-def resolve_data_path(data_dir: str | Path, relative: str | Path = "") -> Path:
-    """``data_dir / relative``, with a relative ``data_dir`` taken from the repository root."""
-    base = Path(data_dir).expanduser()
-    if not base.is_absolute():
-        base = REPO_ROOT / base
-    return (base / relative).resolve()
+def resolve_data_path(data_dir: str | Path | None, relative: str | Path = "") -> Path:
+    """``data_dir / relative``; ``data_dir`` None takes ``$PKPO_DATA`` (an error naming
+    both if neither is set)."""
+    if data_dir is None:
+        data_dir = os.environ.get(DATA_ENV)
+    if not data_dir:
+        raise ValueError(
+            f"no data folder: set the task's data_dir or ${DATA_ENV} to the folder holding "
+            f"{relative or 'the data files'}"
+        )
+    return (Path(data_dir).expanduser() / relative).resolve()
 
 
 def require_file(path: Path, how_to_get: str) -> Path:

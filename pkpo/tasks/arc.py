@@ -20,7 +20,7 @@ import logging
 from pathlib import Path
 
 from pkpo.tasks import check_split, seeded_split
-from pkpo.tasks.base import Problem
+from pkpo.tasks.base import Problem, chat
 from pkpo.verifiers.grids import Grid, format_grid, grid_reward, parse_grid
 
 log = logging.getLogger(__name__)
@@ -136,8 +136,7 @@ class ArcTask:
         return "\n\n".join(parts)
 
     def prompt(self, problem: Problem) -> list[dict[str, str]]:
-        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        return [*messages, {"role": "user", "content": problem.question}]
+        return chat(self.system_prompt, problem.question)
 
     def score(self, problem: Problem, completion: str) -> float:
         grid = parse_grid(completion)

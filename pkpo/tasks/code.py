@@ -29,7 +29,7 @@ from pkpo.tasks import (
     resolve_data_path,
     seeded_sample,
 )
-from pkpo.tasks.base import Problem
+from pkpo.tasks.base import Problem, Reward, chat
 from pkpo.verifiers.code import (
     called_functions,
     extract_code,
@@ -77,7 +77,7 @@ class MbppTask:
         self,
         name: str = "mbpp",
         source: str = "local",
-        data_dir: str = "../shared/data",
+        data_dir: str | None = None,
         local_file: str = "mbpp/mbpp.jsonl",
         hub_path: str = "google-research-datasets/mbpp",
         hub_name: str = "full",
@@ -101,7 +101,8 @@ class MbppTask:
         for split in (train_split, eval_split):
             check_split(name, split, SPLITS)
         self.name, self.source, self.reward, self.seed = name, source, reward, seed
-        self.local_path = resolve_data_path(data_dir, local_file)
+        local = source == "local"  # the hub needs no data folder
+        self.local_path = resolve_data_path(data_dir, local_file) if local else None
         self.hub_path, self.hub_name = hub_path, hub_name
         self.challenge_tests = challenge_tests
         self.n_train, self.n_test = n_train, n_test
@@ -175,8 +176,7 @@ class MbppTask:
         ]
 
     def prompt(self, problem: Problem) -> list[dict[str, str]]:
-        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        return [*messages, {"role": "user", "content": problem.question}]
+        return chat(self.system_prompt, problem.question)
 
     def program(self, problem: Problem, completion: str) -> str:
         """The code to test: extracted from the completion (HumanEval: plus the prompt's
@@ -196,6 +196,13 @@ class MbppTask:
         passed = sum(outcome.passed for outcome in outcomes)
         if passed < len(outcomes):
             log.debug("%s: %s", problem.id, dict(Counter(o.status for o in outcomes)))
-        if self.reward == "binary":
-            return float(passed == len(outcomes))
-        return passed / len(outcomes)
+        value = (
+            float(passed == len(outcomes)) if self.reward == "binary" else passed / len(outcomes)
+        )
+        return Reward(value, timed_out=any(o.status == "timeout" for o in outcomes))
+
+    @property
+    def score_timeout_s(self) -> float:
+        """Longest ``score`` can take (the sandbox's worst case, a rerun included): the
+        loop's guard against a hung verifier must not fire before it."""
+        return self.sandbox.config.worst_case_s + 10.0

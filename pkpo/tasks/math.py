@@ -1,11 +1,11 @@
 """MATH (Hendrycks et al.) and GSM8K, loaded with ``datasets`` and scored with math-verify.
 
 ``source: local`` (the default; works offline) reads JSONL files under ``data_dir``
-(default ``../shared/data`` from the repository root, or ``$PKPO_DATA`` in the configs)
-with ``load_dataset("json", data_files=...)``; ``source: hub`` calls ``load_dataset`` on the
-Hugging Face hub. The local MATH copy holds only 1000 *test* problems, so offline the task
-trains on a seeded ``local_train_fraction`` of them and evaluates on the rest; with hub
-access it uses the real train (7500) and test (5000) splits.
+(``$PKPO_DATA`` by default) with ``load_dataset("json", data_files=...)``; ``source: hub``
+calls ``load_dataset`` on the Hugging Face hub. The local MATH copy holds only 1000
+*test* problems, so offline the task trains on a seeded ``local_train_fraction`` of them
+and evaluates on the rest; with hub access it uses the real train (7500) and test (5000)
+splits.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from pkpo.tasks import (
     seeded_split,
     stable_id,
 )
-from pkpo.tasks.base import Problem
+from pkpo.tasks.base import Problem, Reward, chat
 from pkpo.verifiers.answers import final_answer, last_boxed
-from pkpo.verifiers.math_equiv import math_equal
+from pkpo.verifiers.math_equiv import math_verdict
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +50,14 @@ class _AnswerTask:
     fallback_to_last_number: bool
 
     def prompt(self, problem: Problem) -> list[dict[str, str]]:
-        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        user = self.template.format(question=problem.question)
-        return [*messages, {"role": "user", "content": user}]
+        return chat(self.system_prompt, self.template.format(question=problem.question))
 
     def score(self, problem: Problem, completion: str) -> float:
         predicted = final_answer(completion, self.fallback_to_last_number)
         if predicted is None:
             log.debug("%s: no final answer in %r", problem.id, completion[-200:])
-        return float(math_equal(problem.answer, predicted, self.timeout_s))
+        equal, timed_out = math_verdict(problem.answer, predicted, self.timeout_s)
+        return Reward(float(equal), timed_out=timed_out)
 
 
 class MathTask(_AnswerTask):
@@ -73,7 +72,7 @@ class MathTask(_AnswerTask):
         self,
         name: str = "math",
         source: str = "local",
-        data_dir: str = "../shared/data",
+        data_dir: str | None = None,
         local_file: str = "math/test_subset1000.jsonl",
         local_train_fraction: float = 0.8,
         hub_path: str = "EleutherAI/hendrycks_math",
@@ -91,7 +90,8 @@ class MathTask(_AnswerTask):
         if source not in ("local", "hub"):
             raise ValueError(f"MATH source must be 'local' or 'hub', got {source!r}")
         self.name, self.source, self.seed = name, source, seed
-        self.local_path = resolve_data_path(data_dir, local_file)
+        local = source == "local"  # the hub needs no data folder
+        self.local_path = resolve_data_path(data_dir, local_file) if local else None
         self.local_train_fraction = local_train_fraction
         self.hub_path = hub_path
         self.hub_configs = list(hub_configs) if hub_configs else [None]
@@ -149,7 +149,7 @@ class GSM8KTask(_AnswerTask):
         self,
         name: str = "gsm8k",
         source: str = "local",
-        data_dir: str = "../shared/data",
+        data_dir: str | None = None,
         train_file: str = "gsm8k/train.jsonl",
         test_file: str = "gsm8k/test.jsonl",
         hub_path: str = "openai/gsm8k",
@@ -166,10 +166,9 @@ class GSM8KTask(_AnswerTask):
         if source not in ("local", "hub"):
             raise ValueError(f"GSM8K source must be 'local' or 'hub', got {source!r}")
         self.name, self.source, self.seed = name, source, seed
-        self.paths = {
-            "train": resolve_data_path(data_dir, train_file),
-            "test": resolve_data_path(data_dir, test_file),
-        }
+        files = {"train": train_file, "test": test_file}
+        local = source == "local"  # the hub needs no data folder
+        self.paths = {s: resolve_data_path(data_dir, f) for s, f in files.items()} if local else {}
         self.hub_path, self.hub_name = hub_path, hub_name
         self.n_train, self.n_test = n_train, n_test
         self.train_split, self.eval_split = train_split, eval_split

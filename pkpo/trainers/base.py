@@ -1,4 +1,9 @@
-"""What the loop hands a trainer backend, and what it expects back."""
+"""What the loop hands a trainer, what it expects back, and what a trainer needs of an engine.
+
+The loop talks to a ``Trainer`` (``pkpo.trainers.update.PPOTrainer``); the PPO update runs
+over an ``Engine`` (``LocalEngine``: one process; ``DeepSpeedEngine``: ZeRO data parallel),
+which owns the parameters, optimizer and schedule and everything that differs between them.
+"""
 
 from __future__ import annotations
 
@@ -36,11 +41,11 @@ class Rollout:
 
 
 class Trainer(Protocol):
-    """A training backend: owns the policy's parameters, optimizer and schedule.
+    """What the loop trains with (``PPOTrainer``, over a local or DeepSpeed ``Engine``).
 
     Data parallelism is group-aware: the loop gives each rank ``shard(groups)``, whole
     groups only, transforms them there, and ``gather``s per-group rows for metrics; only
-    the ``is_main`` rank writes logs. A single-process backend is rank 0 of 1.
+    the ``is_main`` rank writes logs. A single process is rank 0 of 1.
     """
 
     model: torch.nn.Module
@@ -65,3 +70,51 @@ class Trainer(Protocol):
 
     def load(self, directory: Path) -> dict[str, Any] | None:
         """Restore the last checkpoint in ``directory``; its ``extra`` state, or None."""
+
+
+class Engine(Protocol):
+    """Runs the policy for ``PPOTrainer``: forward, backward, optimizer step, ranks, state.
+
+    ``model`` is the plain module (samplers generate with it; old log-probs are scored with
+    it); ``policy`` is the module the loss runs through (a DeepSpeed engine's forward
+    installs the hooks its backward needs). One process is rank 0 of a world of 1.
+    """
+
+    model: torch.nn.Module
+    device: torch.device
+    rank: int
+    world_size: int
+
+    @property
+    def policy(self) -> torch.nn.Module:
+        """The module the PPO loss runs through."""
+
+    def zero_grad(self) -> None:
+        """Drop the accumulated gradients (before a minibatch)."""
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Accumulate the gradients of ``loss`` (one micro-batch)."""
+
+    def step(self) -> float:
+        """Clip, step the optimizer and the schedule; the global norm before clipping."""
+
+    def lr(self) -> float:
+        """The current learning rate."""
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        """Each value summed over ranks."""
+
+    def shard(self, groups: list[Any]) -> list[Any]:
+        """This rank's share of the step's groups (contiguous, whole groups)."""
+
+    def gather(self, rows: np.ndarray) -> np.ndarray:
+        """Per-group rows of every rank, concatenated in global group order."""
+
+    def gathered_weights(self) -> AbstractContextManager:
+        """While open, ``model`` holds the full weights on every rank (see ``Trainer``)."""
+
+    def save(self, directory: Path, client: dict[str, Any]) -> None:
+        """Checkpoint parameters, optimizer, schedule and ``client`` state, atomically."""
+
+    def load(self, directory: Path) -> dict[str, Any] | None:
+        """Restore the last checkpoint in ``directory``; its ``client`` state, or None."""

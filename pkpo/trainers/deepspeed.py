@@ -1,18 +1,17 @@
 """Data-parallel PPO with DeepSpeed ZeRO (stages 1-3, bf16, optional CPU offload).
 
-``DeepSpeedTrainer`` is ``LocalTrainer`` (same loss from ``pkpo.ppo``, same old-policy scoring,
-PPO epochs and minibatch shuffling) with the model, its torch ``AdamW`` and the warm-up
-schedule handed to ``deepspeed.initialize`` as client objects. A torch optimizer rather than
-DeepSpeed's fused Adam: the fused op JIT-compiles with nvcc and fails on machines whose
-``TORCH_CUDA_ARCH_LIST`` has an arch suffix such as ``9.0a``; the client ``AdamW`` needs no
-build and runs on CPU too.
+``DeepSpeedEngine`` is the engine (``pkpo.trainers.base.Engine``) of one rank: the model,
+its torch ``AdamW`` and the warm-up schedule handed to ``deepspeed.initialize`` as client
+objects. ``DeepSpeedTrainer`` (``trainer=deepspeed_zero2|3``) is the same PPO update as
+``trainer=local`` (``pkpo.trainers.update.PPOTrainer``: loss, old-policy scoring, epochs,
+minibatch shuffling) over it. A torch optimizer rather than DeepSpeed's fused Adam: the fused
+op JIT-compiles with nvcc and fails on machines whose ``TORCH_CUDA_ARCH_LIST`` has an arch
+suffix such as ``9.0a``; the client ``AdamW`` needs no build and runs on CPU too.
 
 Group-aware data parallelism: each rank owns whole prompt groups (``shard``), the loop
 transforms their rewards there, and every rank trains on its own samples; ZeRO averages the
-gradients over ranks. Each rank's minibatch loss is a mean over its samples, so with every
-rank holding the same number of samples the averaged gradient is exactly the single-process
-gradient of the union minibatch (tests/test_distributed.py checks it). ``trainer.minibatch_size``
-stays the global number of samples per optimizer step.
+gradients over ranks (``PPOTrainer`` says why that is the single-process gradient).
+``trainer.minibatch_size`` stays the global number of samples per optimizer step.
 
 Gradient accumulation is ours, not DeepSpeed's: with ``managed_gradient_accumulation: false``
 every ``engine.backward`` only accumulates and ``engine.step`` is the boundary, so a minibatch
@@ -33,8 +32,7 @@ import numpy as np
 import torch
 
 from pkpo import checkpoint, distributed
-from pkpo.trainers.base import Rollout
-from pkpo.trainers.local import LocalTrainer
+from pkpo.trainers.update import PPOTrainer, adamw_with_warmup, build
 
 FORMAT = "pkpo-deepspeed-1"  # marks checkpoint.LAST as a pointer to a DeepSpeed tag
 TAG_PREFIX = "ds_step"
@@ -108,14 +106,15 @@ def skip_cpu_shm_op() -> None:
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
-class DeepSpeedTrainer(LocalTrainer):
-    """PPO over a DeepSpeed engine; takes ``LocalTrainer``'s arguments plus the ones below.
+class DeepSpeedEngine:
+    """One rank's policy in a DeepSpeed engine.
 
     ``zero_stage``: 1, 2 or 3 (0: plain data parallelism); ``bf16``: bf16 weights and
     activations with fp32 master weights in the optimizer; ``offload_optimizer`` /
     ``offload_param`` (stage 3): keep optimizer state / parameters in CPU memory;
     ``backend``: ``auto`` (nccl on GPUs, gloo on CPU); ``ds_config``: raw DeepSpeed config
-    keys merged over the generated ones.
+    keys merged over the generated ones; ``micro_batch_size``: samples per forward (also
+    the PPO update's); the optimizer keys are ``LocalEngine``'s.
     """
 
     def __init__(
@@ -129,32 +128,23 @@ class DeepSpeedTrainer(LocalTrainer):
         backend: str = "auto",
         ds_config: Mapping[str, Any] | None = None,
         device: str = "auto",
-        minibatch_size: int = 32,
         micro_batch_size: int = 8,
+        lr: float = 1e-6,
+        betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
         max_grad_norm: float = 1.0,
-        **kwargs: Any,
     ):
         import deepspeed
 
         info = distributed.init_process_group(backend)
         self.rank, self.world_size = info.rank, info.world_size
         self.local_rank = info.local_rank
-        self.is_main = info.rank == 0
-        if minibatch_size % info.world_size:
-            raise ValueError(
-                f"trainer.minibatch_size ({minibatch_size}) must be a multiple of the number "
-                f"of ranks ({info.world_size}): each rank takes an equal share of a minibatch"
-            )
         if device == "auto":
             device = f"cuda:{torch.cuda.current_device()}" if info.backend == "nccl" else "cpu"
-        super().__init__(
-            model,
-            device=device,
-            minibatch_size=minibatch_size // info.world_size,
-            micro_batch_size=micro_batch_size,
-            max_grad_norm=max_grad_norm,
-            **kwargs,
-        )
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        optimizer, scheduler = adamw_with_warmup(model, lr, betas, weight_decay, warmup_steps)
         self.ds_config = deepspeed_config(
             zero_stage=zero_stage,
             micro_batch_size=micro_batch_size,
@@ -167,13 +157,43 @@ class DeepSpeedTrainer(LocalTrainer):
         skip_cpu_shm_op()
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=self.model,
-            optimizer=self.optimizer,
-            lr_scheduler=self.scheduler,
+            optimizer=optimizer,
+            lr_scheduler=scheduler,
             config=self.ds_config,
             dist_init_required=False,
         )
         # self.model stays the plain module (the engine wraps it in place): samplers read
         # and generate with it, the loss goes through the engine for its backward hooks.
+
+    @property
+    def policy(self) -> torch.nn.Module:
+        return self.engine  # its forward installs the hooks engine.backward relies on
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.engine.backward(loss)
+
+    def step(self) -> float:
+        """DeepSpeed reduces, clips (``gradient_clipping``), steps AdamW and the schedule."""
+        self.engine.step()
+        return float(self.engine.get_global_grad_norm() or 0.0)
+
+    def lr(self) -> float:
+        return self.scheduler.get_last_lr()[0]
+
+    # ------------------------------------------------------------------ ranks
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        return distributed.all_sum(values)
+
+    def shard(self, groups: list[Any]) -> list[Any]:
+        lo, hi = distributed.shard_bounds(len(groups), self.rank, self.world_size)
+        return groups[lo:hi]
+
+    def gather(self, rows: np.ndarray) -> np.ndarray:
+        return distributed.gather_rows(rows)
 
     @contextlib.contextmanager
     def gathered_weights(self) -> Iterator[None]:
@@ -190,77 +210,23 @@ class DeepSpeedTrainer(LocalTrainer):
         with deepspeed.zero.GatheredParameters(list(self.model.parameters())):
             yield
 
-    # ------------------------------------------------------------------ data parallel
-
-    def shard(self, groups: list[Any]) -> list[Any]:
-        lo, hi = distributed.shard_bounds(len(groups), self.rank, self.world_size)
-        return groups[lo:hi]
-
-    def gather(self, rows: np.ndarray) -> np.ndarray:
-        return distributed.gather_rows(rows)
-
-    # ------------------------------------------------------------------ update
-
-    def update(self, rollout: Rollout) -> dict[str, float]:
-        """PPO on this rank's samples; statistics are averaged over ranks."""
-        counts = distributed.gather_rows(np.array([[len(rollout)]]))[:, 0].tolist()
-        if len(set(counts)) > 1:
-            raise ValueError(
-                f"ranks hold {counts} samples: every rank must train on the same number "
-                f"(make prompts_per_step a multiple of the {self.world_size} ranks)"
-            )
-        tokens = float(sum(len(c) for c in rollout.completion_ids))
-        return self._reduce_stats(super().update(rollout), tokens)
-
-    def _reduce_stats(self, stats: dict[str, float], tokens: float) -> dict[str, float]:
-        """Means over ranks (equal sample counts make them the global means); the entropy
-        is a per-token mean, so weighted by tokens; lr and grad_norm are global already."""
-        keys = sorted(k for k in stats if k not in ("entropy", "lr", "grad_norm"))
-        sums = distributed.all_sum([stats[k] for k in keys] + [stats["entropy"] * tokens, tokens])
-        out = {k: s / self.world_size for k, s in zip(keys, sums, strict=False)}
-        out["entropy"] = sums[-2] / max(sums[-1], 1.0)
-        out["lr"], out["grad_norm"] = stats["lr"], stats["grad_norm"]
-        return out
-
-    def _loss_norm(self, rollout: Rollout) -> float:
-        """``token_mean`` divides by the mean tokens per sample over all ranks' samples."""
-        if self.loss_cfg.aggregation != "token_mean":
-            return super()._loss_norm(rollout)
-        tokens, samples = distributed.all_sum(
-            [float(sum(len(c) for c in rollout.completion_ids)), float(len(rollout))]
-        )
-        return tokens / max(samples, 1.0)
-
-    def _policy(self) -> torch.nn.Module:
-        return self.engine  # its forward installs the hooks engine.backward relies on
-
-    def _backward(self, loss: torch.Tensor) -> None:
-        self.engine.backward(loss)
-
-    def _apply_gradients(self) -> float:
-        """DeepSpeed reduces, clips (``gradient_clipping``), steps AdamW and the schedule."""
-        self.engine.step()
-        return float(self.engine.get_global_grad_norm() or 0.0)
-
     # ------------------------------------------------------------------ state
 
-    def save(self, directory: Path, extra: dict[str, Any]) -> None:
+    def save(self, directory: Path, client: dict[str, Any]) -> None:
         """A new DeepSpeed tag, then (atomically) the pointer ``checkpoint.LAST`` to it.
 
         A kill at any moment leaves the pointer at a complete tag: the new tag is fully
         written and fsynced before the pointer moves; older tags go only after that.
         """
         directory = Path(directory)
-        tag = distributed.broadcast(
-            _new_tag(directory, self.engine.global_steps) if self.is_main else None
-        )
-        state = {"extra": extra, "generator": self.generator.get_state()}
-        self.engine.save_checkpoint(str(directory), tag=tag, client_state=state, save_latest=False)
+        main = self.rank == 0
+        tag = distributed.broadcast(_new_tag(directory, self.engine.global_steps) if main else None)
+        self.engine.save_checkpoint(str(directory), tag=tag, client_state=client, save_latest=False)
         distributed.barrier()
         if self.local_rank == 0:
             _fsync_tree(directory / tag)
         distributed.barrier()
-        if self.is_main:
+        if main:
             checkpoint.save(directory, {"format": FORMAT, "tag": tag})
             for old in directory.glob(f"{TAG_PREFIX}*"):
                 if old.name != tag and old.is_dir():
@@ -284,8 +250,13 @@ class DeepSpeedTrainer(LocalTrainer):
         )
         if path is None:
             raise RuntimeError(f"DeepSpeed found no checkpoint {pointer['tag']} in {directory}")
-        self.generator.set_state(client["generator"])
-        return client["extra"]
+        return client
+
+
+def DeepSpeedTrainer(model: torch.nn.Module, **keys: Any) -> PPOTrainer:  # noqa: N802
+    """``trainer=deepspeed_zero2|3``: ``PPOTrainer`` over a ``DeepSpeedEngine``; takes the
+    keys of both. Named like the class it replaced, which configs and run folders name."""
+    return build(DeepSpeedEngine, model, **keys)
 
 
 def _new_tag(directory: Path, global_steps: int) -> str:

@@ -1,7 +1,10 @@
-"""``python -m experiments.toy`` / ``pkpo-toy``: regenerate the toy figures into out_dir.
+"""``pkpo-toy`` / ``python -m pkpo.toy``: regenerate the toy figures into out_dir.
 
-Writes fig1_maxg_at_k, fig2_weights, fig4_variance, fig5_effective_rewards and train_theta
-(each .png, .pdf, .csv) and summary.json. Settings: conf/toy.yaml (Hydra overrides work).
+Writes fig1_maxg_at_k, fig2_weights, fig4_variance, fig5_effective_rewards, train_theta and
+fig4plus_variance (each .png, .pdf, .csv), the tables estimators_bias_variance.csv and
+train_estimators.csv (every registered transform, :mod:`pkpo.toy.compare`) and
+summary.json. Settings: conf/toy.yaml, read as the package data ``pkpo.conf`` (Hydra
+overrides work).
 """
 
 from __future__ import annotations
@@ -21,11 +24,9 @@ import torch
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
+from . import compare, problem
 from . import figures as F
-from . import problem
 from .train import train_theta
-
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 log = logging.getLogger("toy")
 
@@ -92,6 +93,38 @@ def _training(cfg: DictConfig, rng: np.random.Generator, out: Path) -> dict[str,
     return {"trained_theta": {int(k): float(p.theta.iloc[-1]) for k, p in df.groupby("k")}}
 
 
+def _estimators(cfg: DictConfig, rng: np.random.Generator, out: Path) -> dict[str, Any]:
+    c = cfg.estimators
+    df = compare.estimator_table(
+        list(c.thetas), c.ns, c.k, cfg.sigma, c.n_estimates, c.z_significant,
+        tuple(cfg.theta_star_bounds), cfg.quad_nodes, rng,
+    )  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out / "estimators_bias_variance.csv", index=False)
+    shown = df[df.theta_label == df.theta_label.iloc[0]]
+    F.save(F.plot_variance_all(shown, c.n_estimates), shown, out, "fig4plus_variance")
+    skipped = df[df.skipped.fillna("") != ""].drop_duplicates("estimator")
+    return {
+        "estimators": {
+            "k": c.k,
+            "n_estimates": c.n_estimates,
+            "z_significant": c.z_significant,
+            "skipped": dict(zip(skipped.estimator, skipped.skipped, strict=True)),
+        }
+    }
+
+
+def _train_estimators(cfg: DictConfig, rng: np.random.Generator, out: Path) -> dict[str, Any]:
+    c, t = cfg.train_estimators, cfg.train
+    df = compare.training_table(
+        c.ks, t.n, t.groups_per_step, t.steps, t.lr, t.theta0, c.repeats, cfg.sigma,
+        tuple(cfg.theta_star_bounds), cfg.quad_nodes, rng,
+    )  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out / "train_estimators.csv", index=False)
+    return {}
+
+
 def _optimal_thetas(cfg: DictConfig, ks: list[int]) -> dict[int, float]:
     bounds = tuple(cfg.theta_star_bounds)
     return {int(k): problem.optimal_theta(k, cfg.sigma, bounds, cfg.quad_nodes) for k in ks}
@@ -103,6 +136,8 @@ STAGES: dict[str, Callable[[DictConfig, np.random.Generator, Path], dict[str, An
     "fig4_variance": _figure4,
     "fig5_effective_rewards": _figure5,
     "train_theta": _training,
+    "estimators": _estimators,
+    "train_estimators": _train_estimators,
 }
 
 
@@ -135,7 +170,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
-@hydra.main(config_path=CONF_DIR, config_name="toy", version_base="1.3")
+@hydra.main(config_path="pkg://pkpo.conf", config_name="toy", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

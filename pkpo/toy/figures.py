@@ -18,7 +18,7 @@ from pkpo import estimators as E
 
 from . import gradients as G
 from . import problem
-from .style import ESTIMATOR_STYLE, K_COLORS, TRANSFORM_TITLES
+from .style import ESTIMATOR_STYLE, K_COLORS, TRANSFORM_STYLE, TRANSFORM_TITLES
 
 # Rows of draws per estimator call: bounds memory at ~100 MB of float64 per array.
 _CHUNK_SAMPLES = 1 << 20
@@ -221,6 +221,45 @@ def plot_variance(df: pd.DataFrame, theta: float, k: int, n_estimates: int) -> F
     )
     ax.grid(alpha=0.3, which="both")
     fig.legend(loc="outside lower center", ncols=2, fontsize=8.5)
+    return fig
+
+
+def plot_variance_all(df: pd.DataFrame, n_estimates: int) -> Figure:
+    """Figure 4+: every registered transform's variance against n at one theta (one
+    ``compare.estimator_table`` theta), raw (left) and over its target's scale squared (right).
+
+    Transforms without a style, or skipped, are left out; the legend names each target.
+    """
+    theta, k = float(df.theta.iloc[0]), int(df.k.iloc[0])
+    fig = Figure(figsize=(13, 6.4), layout="constrained")
+    axes = fig.subplots(1, 2, sharex=True)
+    drawn = df[(df.skipped.fillna("") == "") & df.estimator.isin(TRANSFORM_STYLE)]
+    for name, style in TRANSFORM_STYLE.items():
+        d = drawn[drawn.estimator == name].sort_values("n")
+        if d.empty:
+            continue
+        dashed = style["ls"] == "--"
+        label = f"{name} (targets {d.target.iloc[0]})"
+        for ax, column in zip(axes, ("variance", "scaled_variance"), strict=True):
+            ax.plot(
+                d.n, d[column], color=style["color"], marker=style["marker"], ls=style["ls"],
+                mfc="none" if dashed else style["color"], ms=9 if dashed else 6,
+                label=label if ax is axes[0] else None,
+            )  # fmt: skip
+    for ax, what in zip(axes, ("", " / target scale²"), strict=True):
+        ax.set_yscale("log")
+        ax.set(xlabel="samples per estimate n", ylabel=f"variance of the Eq. 18 estimate{what}")
+        ax.set_xticks(sorted(drawn.n.unique()))
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_title("as computed (scales differ: n, n−1, 1/sd(g) ...)")
+    axes[1].set_title("each on the scale of the ∇max_g@j it targets")
+    skipped = sorted(set(df.estimator[df.skipped.fillna("") != ""]))
+    fig.suptitle(
+        rf"Figure 4+: every registered transform, k = {k}, $\theta$ = {theta:.4g}, "
+        f"{n_estimates:,} estimates per point"
+        + (f"\nnot shown, they reject continuous rewards: {', '.join(skipped)}" if skipped else "")
+    )
+    fig.legend(loc="outside lower center", ncols=3, fontsize=8.5)
     return fig
 
 

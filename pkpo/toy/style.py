@@ -1,4 +1,4 @@
-"""One place for the toy figures' colours, so every figure (and later analysis) agrees.
+"""One place for the toy figures' colours, so every figure (the RL ones too) agrees.
 
 ``K_COLORS[k]`` is the colour of pass@k / max_g@k curves for k = 1..32, fixed whatever
 subset of k a figure shows. Colours run along matplotlib's "turbo" map (blue -> green ->
@@ -65,4 +65,19 @@ TRANSFORM_TITLES: dict[str, str] = {
     "s": "(a) no baseline: s (Eq. 19)",
     "sloo": "(b) LOO baseline: sloo (Eq. 29)",
     "sloo_minus_one": "(c) LOO-minus-one baseline: sloo_minus_one (Eq. 33)",
+}
+
+# Figure 4+: one style per registered transform (pkpo.transforms); ``maxpo`` equals
+# ``pkpo_sloo_centred`` exactly, so it is drawn dashed with hollow markers over it.
+TRANSFORM_STYLE: dict[str, dict[str, object]] = {
+    "pkpo_sloo": {"color": "tab:blue", "marker": "s", "ls": "-"},
+    "pkpo_sloo_minus_one": {"color": "tab:green", "marker": "D", "ls": "-"},
+    "pkpo_sloo_centred": {"color": "tab:red", "marker": "*", "ls": "-"},
+    "maxpo": {"color": "black", "marker": "o", "ls": "--"},
+    "tang": {"color": "tab:purple", "marker": "P", "ls": "-"},
+    "grpo_passk": {"color": "tab:pink", "marker": "x", "ls": "--"},
+    "raw": {"color": "tab:gray", "marker": "v", "ls": "-"},
+    "loo": {"color": "tab:brown", "marker": "^", "ls": "-"},
+    "dr_grpo": {"color": "tab:orange", "marker": "<", "ls": "--"},
+    "grpo": {"color": "tab:olive", "marker": ">", "ls": "-"},
 }

@@ -1,8 +1,9 @@
 """``pkpo-analyze RUNS... --out report/``: the paper's tables and figures from run logs.
 
 Reads every run folder (with ``events.jsonl``) and toy-experiment folder (with
-``fig1_maxg_at_k.csv``) under RUNS, executes the notebooks of :mod:`analysis` headless
-with nbclient, and writes into ``--out``: ``tables/`` (Markdown, LaTeX, HTML, CSV),
+``fig1_maxg_at_k.csv``) under RUNS, executes the report's notebooks (the Jupytext
+``.py`` files of the repository's ``analysis/`` folder, installed as ``pkpo.notebooks``)
+headless with nbclient, and writes into ``--out``: ``tables/`` (Markdown, LaTeX, HTML, CSV),
 ``figures/`` (PNG, PDF), ``notebooks/`` (the executed notebooks), ``inventory.csv`` and
 ``index.html``, which shows all of it with the run inventory and what has no data.
 Exit status 1 if a notebook failed (the page lists the failure), 0 otherwise.
@@ -11,13 +12,13 @@ Exit status 1 if a notebook failed (the page lists the failure), 0 otherwise.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from importlib.resources import files
 from pathlib import Path
 
 import jupytext
@@ -26,10 +27,18 @@ import pandas as pd
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
-import analysis
-from pkpo import analysis as A
+import pkpo.notebooks
 
-log = logging.getLogger("pkpo.analyze")
+from .errors import AnalysisWarning
+from .notebook import PARAMS_ENV
+from .report import write_index
+from .runs import run_inventory, runs_frame, scan_runs
+from .toy_figures import find_toy_dirs
+
+NOTEBOOKS = pkpo.notebooks.NOTEBOOKS
+"""The report's notebooks, executed in this order."""
+
+log = logging.getLogger(__name__)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -64,8 +73,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--notebooks",
-        default=",".join(analysis.NOTEBOOKS),
-        help=f"which notebooks to execute (default: {','.join(analysis.NOTEBOOKS)})",
+        default=",".join(NOTEBOOKS),
+        help=f"which notebooks to execute (default: {','.join(NOTEBOOKS)})",
     )
     parser.add_argument("--timeout", type=int, default=600, help="per-cell timeout, seconds")
     args = parser.parse_args(argv)
@@ -74,7 +83,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error(f"{path} is not a folder")
     if args.window < 1:
         parser.error("--window must be >= 1")
-    unknown = set(args.notebooks.split(",")) - set(analysis.NOTEBOOKS)
+    unknown = set(args.notebooks.split(",")) - set(NOTEBOOKS)
     if unknown:
         parser.error(f"unknown notebook(s) {', '.join(sorted(unknown))}")
     try:
@@ -89,37 +98,23 @@ def scan_with_warnings(
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """(long runs frame, inventory, warning messages); each warning is also logged."""
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", A.AnalysisWarning)
-        runs = A.scan_runs(paths, stale_after_s=stale_after_s)
-    messages = [str(w.message) for w in caught if issubclass(w.category, A.AnalysisWarning)]
+        warnings.simplefilter("always", AnalysisWarning)
+        runs = scan_runs(paths, stale_after_s=stale_after_s)
+    messages = [str(w.message) for w in caught if issubclass(w.category, AnalysisWarning)]
     for message in messages:
         log.warning("%s", message)
-    return A.runs_frame(runs), A.run_inventory(runs, split), messages
-
-
-@contextlib.contextmanager
-def _kernel_environment(params_path: Path) -> Iterator[None]:
-    """The kernel inherits our environment: point it at the parameters and this pkpo."""
-    saved = {key: os.environ.get(key) for key in (A.PARAMS_ENV, "PYTHONPATH")}
-    root = str(Path(A.__file__).resolve().parents[1])
-    os.environ[A.PARAMS_ENV] = str(params_path)
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, saved["PYTHONPATH"]) if p)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    return runs_frame(runs), run_inventory(runs, split), messages
 
 
 def execute_notebook(name: str, params_path: Path, out: Path, timeout: int) -> None:
-    """Run ``analysis/<name>.py`` (Jupytext) and save it executed as ``out/notebooks/``.
+    """Run the notebook ``name`` (``analysis/<name>.py``, Jupytext) and save it executed as
+    ``out/notebooks/<name>.ipynb``. The kernel inherits our environment (so it imports the
+    same installed pkpo) plus ``$PKPO_ANALYSIS_PARAMS``.
 
     Raises nbclient's error after saving the notebook up to the failing cell.
     """
-    notebook = jupytext.read(analysis.HERE / f"{name}.py")
+    source = files("pkpo.notebooks") / f"{name}.py"
+    notebook = jupytext.reads(source.read_text(encoding="utf-8"), fmt="py:percent")
     client = NotebookClient(
         notebook,
         timeout=timeout,
@@ -129,8 +124,7 @@ def execute_notebook(name: str, params_path: Path, out: Path, timeout: int) -> N
     target = out / "notebooks" / f"{name}.ipynb"
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with _kernel_environment(params_path):
-            client.execute()
+        client.execute(env={**os.environ, PARAMS_ENV: str(params_path)})
     finally:
         nbformat.write(notebook, target)
 
@@ -148,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache = out / ".cache" / "runs.pkl"
     cache.parent.mkdir(exist_ok=True)
     pd.to_pickle({"runs": df, "inventory": inventory}, cache)
-    toy_dirs = A.find_toy_dirs([*run_paths, *args.toy])
+    toy_dirs = find_toy_dirs([*run_paths, *args.toy])
     params = {
         "runs": [str(p) for p in run_paths],
         "toy_dirs": [str(p) for p in toy_dirs],
@@ -173,9 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             summary = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
             problems.append(f"notebook {name} failed: {summary} (see notebooks/{name}.ipynb)")
             log.error("%s", problems[-1])
-    index = A.write_index(
-        out, inventory, sections=sections, problems=problems, warnings_seen=warned
-    )
+    index = write_index(out, inventory, sections=sections, problems=problems, warnings_seen=warned)
     print(f"report: {index}", file=sys.stderr)
     return 1 if problems else 0
 

@@ -1,6 +1,6 @@
-"""Trusted harness that executes untrusted code inside the sandbox (see ``pkpo/sandbox.py``).
+"""Trusted harness that executes untrusted code inside the sandbox (see ``pkpo.sandbox``).
 
-Started by ``pkpo.sandbox`` as ``python -I -S -u -B sandbox_runner.py REPORT_FD`` inside
+Started by ``pkpo.sandbox`` as ``python -I -S -u -B runner.py REPORT_FD`` inside
 fresh PID, network and mount namespaces, with a scrubbed environment. It reads its spec,
 then jobs (a program and its tests), from stdin until EOF. It imports only cheap standard
 modules and never runs untrusted code itself: every test runs in a forked child.
@@ -21,7 +21,7 @@ Protocol (what makes a pass unforgeable by the untrusted program):
    neither see nor signal anything outside, nor kill the runner (init ignores signals it
    has no handler for).
 
-Residual risk (documented in ``pkpo/sandbox.py``): a program that deliberately introspects
+Residual risk (documented in ``pkpo.sandbox``): a program that deliberately introspects
 this harness (walks interpreter frames or reads its own memory) can find the nonce of its
 own test. Containment does not depend on the nonce.
 """
@@ -287,8 +287,9 @@ def _report_error(error: BaseException) -> None:
 
 
 def _watch(pid: int, out_r: int, tokens: tuple, timeout: float, output_limit: int):
-    """Read the child's output until it exits; returns ((status, exit_code, output_tail),
-    loaded) where loaded says whether the program (before the test) ran to its end.
+    """Read the child's output until it exits; returns ((status, exit_code, output_tail,
+    cpu_s), loaded) where loaded says whether the program (before the test) ran to its end
+    and cpu_s is the CPU time the test used (its process and the children it waited for).
 
     status: "pass" (nonce seen and exit code 0), "fail", "timeout" or "output_limit".
     """
@@ -331,11 +332,12 @@ def _watch(pid: int, out_r: int, tokens: tuple, timeout: float, output_limit: in
     except BlockingIOError:
         pass
     os.close(pidfd)
-    code = _exit_code(os.waitpid(pid, 0)[1])
+    _, wait_status, usage = os.wait4(pid, 0)
+    code = _exit_code(wait_status)
     if status is None:
         status = "pass" if seen and code == 0 else "timeout" if code == -SIGXCPU else "fail"
     tail = tail.replace(nonce, b"<nonce>").replace(marker, b"")
-    return (status, code, tail[-2048:]), loaded
+    return (status, code, tail[-2048:], usage.ru_utime + usage.ru_stime), loaded
 
 
 def _exit_code(wait_status: int) -> int:
@@ -407,13 +409,13 @@ def _compile(job: dict):
 def _run_job(spec: dict, job: dict, job_dir: str, restore) -> list:
     program, tests, error = _compile(job)
     if program is None:
-        return [("syntax_error", 1, error)] * len(job["tests"])
+        return [("syntax_error", 1, error, 0.0)] * len(job["tests"])
     results = []
     job_deadline = time.monotonic() + spec["job_timeout_s"]
     for test in tests:
         timeout = min(spec["timeout_s"], job_deadline - time.monotonic())
         if timeout <= 0:
-            skipped = ("timeout", -SIGKILL, b"[sandbox] the job's time budget is spent")
+            skipped = ("timeout", -SIGKILL, b"[sandbox] the job's time budget is spent", 0.0)
             return results + [skipped] * (len(tests) - len(results))
         tokens = (os.urandom(16).hex().encode(), os.urandom(16).hex().encode())
         out_r, out_w = os.pipe()
@@ -427,7 +429,7 @@ def _run_job(spec: dict, job: dict, job_dir: str, restore) -> list:
         results.append(result)
         if result[0] == "timeout" and not loaded:
             # the program itself never finishes: every remaining test would time out too
-            skipped = ("timeout", result[1], b"[sandbox] program timed out before the test")
+            skipped = ("timeout", result[1], b"[sandbox] program timed out before the test", 0.0)
             return results + [skipped] * (len(tests) - len(results))
     return results
 
@@ -459,8 +461,8 @@ def _write_message(fd: int, message) -> None:
 
 def main() -> None:
     """Read the spec (limits, uid), then serve jobs ``{"program", "tests", "preimport"}``
-    from stdin until EOF; answer each with one list of (status, exit_code, output_tail)
-    on the report pipe."""
+    from stdin until EOF; answer each with one list of (status, exit_code, output_tail,
+    cpu_s) on the report pipe."""
     report_fd = int(sys.argv[1])
     control_fd = os.dup(0)
     spec = _read_message(control_fd)

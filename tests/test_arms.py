@@ -1,0 +1,60 @@
+"""Arm names and labels (pkpo/arms.py): the label of any run's config, written out by hand
+here; tests/test_repro_sweep.py checks each sweep arm's label, and that its overrides,
+composed by Hydra and read back by the analysis, give the same label."""
+
+from __future__ import annotations
+
+import pytest
+
+from pkpo.arms import SWEEP_ARMS, arm_label, constant_k, sweep_arm
+
+
+def test_the_default_sweep_is_the_paper_arms_and_anneal_switches_halfway() -> None:
+    assert SWEEP_ARMS == ("k1", "k2", "k4", "k8", "tang", "anneal", "anneal_loo")
+    assert "schedule.switch_step=30" in sweep_arm("anneal", steps=60).overrides
+    assert "schedule.switch_step=50" in sweep_arm("anneal", steps=101).overrides
+    assert "trainer.entropy_coef=0.01" in sweep_arm("ent0.01", steps=60).overrides
+    loo = sweep_arm("anneal_loo", steps=60).overrides
+    assert loo == (*sweep_arm("anneal", steps=60).overrides, "transform.scale=loo")
+
+
+@pytest.mark.parametrize("name", ["k3", "k16", "ent", "ent0", "ent-1", "entx", "anneal2", ""])
+def test_an_unknown_arm_name_is_refused_with_the_known_ones(name: str) -> None:
+    with pytest.raises(ValueError, match=rf"unknown arm {name!r}: expected one of k1, k2"):
+        sweep_arm(name, steps=60)
+
+
+@pytest.mark.parametrize(
+    ("config", "label"),
+    [
+        ({"transform": "loo", "k_opt": None}, "k_opt=1"),
+        ({"transform": "loo", "k_opt": 7}, "k_opt=1"),  # loo ignores k
+        ({"transform": "pkpo_sloo_minus_one", "k_opt": 4}, "k_opt=4"),
+        ({"transform": "pkpo_sloo", "k_opt": 4}, "k_opt=4 [pkpo_sloo]"),
+        ({"transform": "none", "k_opt": 4}, "k_opt=1 [none]"),
+        ({"transform": "raw", "k_opt": 4}, "k_opt=1 [raw]"),
+        ({"transform": "raw", "k_opt": None}, "k_opt=1 [raw]"),
+        ({"transform": "tang", "k_opt": 16, "schedule": "step"}, "tang"),
+        ({"transform": "loo", "k_opt": 1, "schedule": "step", "k_start": 8, "k_end": 1},
+         "annealed (8→1)"),
+        ({"transform": "pkpo_sloo_minus_one", "k_opt": None, "schedule": "linear",
+          "k_start": 8, "k_end": 2}, "annealed (linear 8→2)"),
+        ({"transform": "loo", "k_opt": 1, "entropy_coef": 0.01}, "EntropyReg (0.01)"),
+        ({"transform": "pkpo_sloo_minus_one", "k_opt": 4, "entropy_coef": 0.1},
+         "k_opt=4 + EntropyReg (0.1)"),
+        ({"transform": "pkpo_sloo_minus_one", "k_opt": None, "schedule": "step",
+          "k_start": 8, "k_end": 1, "scale": "loo"}, "annealed (8→1) [loo scale]"),
+        ({"transform": "pkpo_sloo_minus_one", "k_opt": 4, "scale": "loo"},
+         "k_opt=4 [loo scale]"),
+        ({"transform": "pkpo_sloo_minus_one", "k_opt": 4, "scale": "paper"}, "k_opt=4"),
+        ({"transform": None, "k_opt": 4}, "unknown"),
+        ({"transform": "pkpo_sloo_minus_one", "k_opt": None}, "unknown"),
+    ],
+)  # fmt: skip
+def test_arm_label_of_a_config(config: dict, label: str) -> None:
+    assert arm_label(**config) == label
+
+
+def test_constant_k_reads_k_opt_labels_only() -> None:
+    labels = ("k_opt=4", "k_opt=16 [pkpo_sloo]", "k_opt=1 + x", "tang", "annealed (8→1)")
+    assert [constant_k(label) for label in labels] == [4, 16, 1, None, None]

@@ -1,0 +1,33 @@
+"""The wheel carries what the commands need (the full check, a wheel installed outside the
+repository, is ``.ci/wheel_check``, which CI runs after the suite)."""
+
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+
+import tomllib
+
+REPO = Path(__file__).resolve().parents[1]
+SETUPTOOLS = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+
+
+def test_the_package_list_names_every_package_under_pkpo():
+    on_disk = {
+        ".".join(folder.relative_to(REPO).parts)
+        for folder in (REPO / "pkpo").rglob("*")
+        if folder.is_dir() and any(folder.glob("*.py")) and "__pycache__" not in folder.parts
+    } | {"pkpo"}
+    mapped = set(SETUPTOOLS["package-dir"])
+    assert set(SETUPTOOLS["packages"]) == on_disk | mapped
+
+
+def test_configs_and_notebooks_ship_as_packages_from_the_top_level_folders():
+    assert SETUPTOOLS["package-dir"] == {"pkpo.conf": "conf", "pkpo.notebooks": "analysis"}
+    conf = Path(str(importlib.resources.files("pkpo.conf")))
+    notebooks = Path(str(importlib.resources.files("pkpo.notebooks")))
+    assert (conf / "train.yaml").is_file() and (conf / "toy.yaml").is_file()
+    import pkpo.notebooks
+
+    assert all((notebooks / f"{name}.py").is_file() for name in pkpo.notebooks.NOTEBOOKS)
+    assert (notebooks / "paper" / "tables.csv").is_file()
