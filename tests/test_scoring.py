@@ -79,7 +79,7 @@ def test_only_wall_clock_timeouts_with_cpu_left_are_rerun_alone():
     assert slept.cpu_s < 1
     # the loop used its whole CPU budget: that verdict is final whatever the load
     assert (looped.status, looped.exit_code, looped.rerun) == ("timeout", -signal.SIGXCPU, False)
-    assert looped.cpu_s >= 1
+    assert looped.cpu_s > 0.9  # RLIMIT_CPU fires at the limit, as the kernel counts ticks
     assert (passed.status, passed.rerun) == ("pass", False)
 
 
