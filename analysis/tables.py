@@ -87,3 +87,16 @@ for model, task, n in present:
     )
 if not present:
     report.missing("claims", "Claims table", "no runs")
+
+# %% [markdown]
+# ## The k_opt switch of annealed runs
+# The paper's transforms carry a k/n-like factor, so annealing k_opt 8 → 1 multiplies the
+# advantages at the switch; `transform.scale=loo` removes the factor. Advantage s.d.,
+# gradient norm and `kl_old` just before and just after the switch (`pkpo/analysis/switch.py`).
+
+# %%
+for model, task, n in present:
+    frame = A.switch_frame(df, model, task, n)
+    if len(frame):
+        grid = A.switch_grid(frame, model, task, n)
+        display(Markdown(report.table(f"switch_{model}_{task}_n{n}", grid, tidy=frame)))

@@ -28,20 +28,20 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_dir
 from tqdm import tqdm
 
 from pkpo.arms import SWEEP_ARMS, sweep_arm
+from pkpo.train import CONF_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def preset_steps(preset: str, extra: list[str]) -> int:
-    """The run length the preset (or an explicit ``steps=`` override) sets."""
-    for item in reversed(extra):
-        if item.startswith("steps="):
-            return int(item.split("=", 1)[1])
-    return int(OmegaConf.load(REPO / "conf" / "experiment" / f"{preset}.yaml").steps)
+    """The run length of the preset as Hydra composes it (with its own defaults, such as
+    a preset built on another, and the sweep's overrides)."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return int(compose("train", overrides=[f"experiment={preset}", *extra]).steps)
 
 
 def command(preset: str, arm: str, seed: int, run_dir: Path, extra: list[str]) -> list[str]:

@@ -7,8 +7,9 @@ analysis labels every run from the config it was trained with, :func:`arm_label`
 build the label with the same functions below, so a sweep arm's runs land in the table
 row and legend entry of that arm's label.
 
-Labels: ``tang`` (Tang et al. 2025, pass@n), ``annealed (a→b)`` (a k_opt schedule;
-schedules other than the paper's step are named, ``annealed (linear 8→1)``),
+Labels: ``tang`` (Tang et al. 2025, pass@n) and every other transform that ignores k_opt
+except LOO and raw (``grpo``, ``maxrl``, ...) by its own name, ``annealed (a→b)`` (a k_opt
+schedule; schedules other than the paper's step are named, ``annealed (linear 8→1)``),
 ``EntropyReg (c)`` (entropy bonus c > 0 on the k_opt = 1 baseline) or ``k_opt=K``; a
 transform other than the paper's (``loo`` for K = 1, ``pkpo_sloo_minus_one``, Eq. 33,
 otherwise) is appended in brackets, e.g. ``k_opt=4 [pkpo_sloo]``, and so is a transform
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from pkpo import transforms
 
 TANG = "tang"
 ANNEALED = "annealed"
@@ -76,6 +79,8 @@ def arm_label(
     little: no transform, or no k_opt for a transform that needs one)."""
     if transform == TANG:
         return TANG
+    if _free_of_k(transform):  # e.g. grpo, maxrl: a baseline named by its transform
+        return transform
     suffix = "" if scale == PAPER_SCALE else f" [{scale} scale]"
     if schedule != "constant":
         return annealed_label(k_start, k_end, schedule) + suffix
@@ -92,6 +97,13 @@ def constant_k(label: str) -> int | None:
     """K of a ``k_opt=K`` label (any transform or bonus after it), else None."""
     match = _K_LABEL.match(label)
     return int(match.group(1)) if match else None
+
+
+def _free_of_k(transform: str | None) -> bool:
+    """A registered transform other than LOO and raw that ignores k_opt (``grpo``, ...)."""
+    if transform is None or transform in IGNORE_K or transform not in transforms.names():
+        return False
+    return not transforms.uses_k(transform)
 
 
 @dataclass(frozen=True)
@@ -112,8 +124,19 @@ def sweep_arm(name: str, steps: int) -> Arm:
     (pkpo_sloo_minus_one), ``tang`` (k = n), ``anneal`` (k_opt 8, then 1 from half of
     the steps), ``anneal_loo`` (``anneal`` with ``transform.scale=loo``: no n/k jump in
     advantage scale at the switch), ``ent<coef>`` (EntropyReg: loo plus an entropy bonus,
-    e.g. ``ent0.01``).
+    e.g. ``ent0.01``); any other registered transform: ``<transform>-k<K>`` at constant
+    k_opt = K (``pkpo_sloo_centred-k4``, ``maxpo-k4``), or by its name alone if it ignores
+    k_opt (``grpo``, ``dr_grpo``, ``maxrl``, ``grpo_passk``).
     """
+    if _free_of_k(name):
+        return Arm(name, name, (f"transform={name}",))
+    transform, sep, k = name.rpartition("-k")
+    if sep and transform in transforms.names() and k.isdigit() and int(k) >= 1:
+        return Arm(
+            name,
+            arm_label(transform, int(k)),
+            (f"transform={transform}", f"schedule.k_opt={int(k)}"),
+        )
     if name == "k1":
         return Arm(name, k_opt_label(1), ("transform=loo",))
     if name in ("k2", "k4", "k8"):
@@ -143,5 +166,6 @@ def sweep_arm(name: str, steps: int) -> Arm:
                 name, entropy_label(coef), ("transform=loo", f"trainer.entropy_coef={coef:g}")
             )
     raise ValueError(
-        f"unknown arm {name!r}: expected one of {', '.join(SWEEP_ARMS)} or ent<coef> (ent0.01)"
+        f"unknown arm {name!r}: expected one of {', '.join(SWEEP_ARMS)}, ent<coef> (ent0.01), "
+        "<transform>-k<K> (maxpo-k4) or a transform that ignores k (grpo)"
     )

@@ -18,7 +18,10 @@ def test_the_default_sweep_is_the_paper_arms_and_anneal_switches_halfway() -> No
     assert loo == (*sweep_arm("anneal", steps=60).overrides, "transform.scale=loo")
 
 
-@pytest.mark.parametrize("name", ["k3", "k16", "ent", "ent0", "ent-1", "entx", "anneal2", ""])
+@pytest.mark.parametrize(
+    "name",
+    ["k3", "k16", "ent", "ent0", "ent-1", "entx", "anneal2", "", "maxpo", "maxpo-k0", "x-k4"],
+)
 def test_an_unknown_arm_name_is_refused_with_the_known_ones(name: str) -> None:
     with pytest.raises(ValueError, match=rf"unknown arm {name!r}: expected one of k1, k2"):
         sweep_arm(name, steps=60)
@@ -47,6 +50,9 @@ def test_an_unknown_arm_name_is_refused_with_the_known_ones(name: str) -> None:
         ({"transform": "pkpo_sloo_minus_one", "k_opt": 4, "scale": "loo"},
          "k_opt=4 [loo scale]"),
         ({"transform": "pkpo_sloo_minus_one", "k_opt": 4, "scale": "paper"}, "k_opt=4"),
+        ({"transform": "grpo", "k_opt": 4}, "grpo"),  # ignores k: named by its transform
+        ({"transform": "maxrl", "k_opt": None}, "maxrl"),
+        ({"transform": "maxpo", "k_opt": 4}, "k_opt=4 [maxpo]"),
         ({"transform": None, "k_opt": 4}, "unknown"),
         ({"transform": "pkpo_sloo_minus_one", "k_opt": None}, "unknown"),
     ],

@@ -15,7 +15,9 @@ from scipy import stats
 from pkpo import analysis as A
 from pkpo.analysis import claims as C
 
-REPRO = Path(__file__).resolve().parent.parent / "experiments" / "results" / "repro_arith"
+RESULTS = Path(__file__).resolve().parent.parent / "experiments" / "results"
+REPRO = RESULTS / "repro_arith"
+TESTBED = RESULTS / "tiny_arith"
 SETTING = ("smollm2_135m", "arithmetic", 16)
 
 
@@ -31,12 +33,14 @@ def hand_records(folder: Path) -> list[dict]:
     return list(last.values())
 
 
-def hand_values(arm: str, step: int, metric: str, event: str = "eval") -> np.ndarray:
+def hand_values(
+    arm: str, step: int, metric: str, event: str = "eval", folder: Path = REPRO
+) -> np.ndarray:
     """Per seed of the arm (folders ``<arm>_s<seed>``) with a held-out eval at ``step``: the
     eval metric there, or the train metric of the last train step before it; in points."""
     out = []
-    for folder in sorted(REPRO.glob(f"{arm}_s*/")):
-        records = hand_records(folder)
+    for run in sorted(folder.glob(f"{arm}_s*/")):
+        records = hand_records(run)
         at = [r for r in records if r["event"] == "eval" and r["step"] == step]
         if not at or at[0]["split"] != "test":
             continue
@@ -184,3 +188,16 @@ def test_two_arm_contrast_is_welchs_t_test() -> None:
     welch = stats.ttest_ind(a, b, equal_var=False)
     assert got["t"] == pytest.approx(welch.statistic) and got["p"] == pytest.approx(welch.pvalue)
     assert math.isnan(C.contrast_test([a, b[:1]], [1, -1])["p"])  # one seed: no test
+
+
+def test_the_switch_table_is_a_hand_mean_of_the_logged_steps_around_the_switch() -> None:
+    train = {r["step"]: r for r in hand_records(REPRO / "anneal_s0") if r["event"] == "train"}
+    frame = A.switch_frame(A.load_runs([REPRO]), *SETTING).set_index("metric")
+    assert set(frame["switch_step"]) == {30} and set(frame["seeds"]) == {1}  # s1, s2: OOM
+    for metric in ("adv_std", "grad_norm", "kl_old"):
+        before = np.mean([train[s][metric] for s in range(25, 30)])
+        after = np.mean([train[s][metric] for s in range(30, 35)])
+        assert frame.loc[metric, "before"] == pytest.approx(before, rel=1e-12)
+        assert frame.loc[metric, "after"] == pytest.approx(after, rel=1e-12)
+        assert frame.loc[metric, "ratio"] == pytest.approx(after / before, rel=1e-12)
+    assert frame.loc["adv_std", "ratio"] > 5  # the paper scale's shock at 8 -> 1

@@ -3,6 +3,7 @@ as that arm, and a bad arm is refused before anything runs."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,10 @@ ARMS = {
     "anneal": "annealed (8→1)",
     "anneal_loo": "annealed (8→1) [loo scale]",
     "ent0.01": "EntropyReg (0.01)",
+    "pkpo_sloo_centred-k4": "k_opt=4 [pkpo_sloo_centred]",
+    "maxpo-k4": "k_opt=4 [maxpo]",
+    "grpo": "grpo",
+    "grpo_passk": "grpo_passk",
 }
 
 
@@ -48,9 +53,39 @@ def test_each_arm_composes_into_the_run_the_analysis_names_so(
         assert config.k_opt == 16
 
 
-@pytest.mark.parametrize("arm", ["k3", "ent", "ent-1", "anneal2"])
+@pytest.mark.parametrize("arm", ["k3", "ent", "ent-1", "anneal2", "maxpo-k0", "nosuch-k4", "maxpo"])
 def test_an_unknown_arm_is_refused_before_any_run(arm: str, tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit):
         repro_sweep.main(["--arms", arm, "--out", str(tmp_path / "out")])
     assert f"unknown arm {arm!r}" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_collect_copies_logs_without_checkpoints_or_local_paths(tmp_path: Path) -> None:
+    from experiments import collect_runs
+
+    src, dst = tmp_path / "sweep", tmp_path / "results"
+    run = src / "k1_s0"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.pt").write_bytes(b"\0" * 1024)
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "config.yaml").write_text("x: 1\n")
+    (run / "events.jsonl").write_text('{"event": "start", "step": 0}\n')
+    (run / "config.yaml").write_text(f"run_dir: {collect_runs.REPO}/runs/sweep/k1_s0\n")
+    bar = "pkpo:   0%| 0/2\rpkpo:  50%| 1/2\rpkpo: 100%| 2/2"
+    (src / "k1_s0.log").write_text(f"{sys.executable} -m pkpo.train\n{bar}\ndone\n")
+    (src / "manifest.json").write_text(f'{{"k1_s0": {{"command": ["{sys.executable}"]}}}}')
+
+    assert collect_runs.main([str(src), str(dst)]) == 0
+    copied = sorted(str(p.relative_to(dst)) for p in dst.rglob("*") if p.is_file())
+    assert copied == ["k1_s0.log", "k1_s0/config.yaml", "k1_s0/events.jsonl", "manifest.json"]
+    assert (dst / "k1_s0" / "config.yaml").read_text() == "run_dir: runs/sweep/k1_s0\n"
+    assert (dst / "k1_s0.log").read_text() == "python -m pkpo.train\npkpo: 100%| 2/2\ndone\n"
+    assert (dst / "manifest.json").read_text() == '{"k1_s0": {"command": ["python"]}}'
+
+
+def test_the_run_length_of_a_preset_built_on_another_is_its_parent_s() -> None:
+    parent = OmegaConf.load(Path(CONF_DIR) / "experiment" / "tiny_arith.yaml").steps
+    assert "steps" not in OmegaConf.load(Path(CONF_DIR) / "experiment" / "tiny_arith_hard.yaml")
+    assert repro_sweep.preset_steps("tiny_arith_hard", []) == parent == 150
+    assert repro_sweep.preset_steps("tiny_arith_hard", ["steps=40"]) == 40

@@ -14,7 +14,8 @@ Everything here is a small function over pandas frames so that the notebooks in
   for ARC);
 * :mod:`~pkpo.analysis.claims`, verdicts: :func:`claims_table` (each claim of the paper's
   comparisons over seeds, Welch's t, Holm-Bonferroni and a verdict by a declared rule),
-  :func:`claims_grid`;
+  :func:`claims_grid`; :mod:`~pkpo.analysis.switch`: :func:`switch_frame` and
+  :func:`switch_grid` (the scale shock at an annealed run's k_opt switch);
 * :mod:`~pkpo.analysis.render`: :func:`table_grid`, :func:`comparison_grid` and
   :func:`to_markdown`, :func:`to_latex`, :func:`to_html`;
 * figures (matplotlib ``Figure`` objects; :class:`NoDataError` when a figure has nothing to
@@ -34,7 +35,7 @@ from :mod:`pkpo.arms`, where the sweep's arms are defined.
 
 from pkpo.arms import PAPER_DEFAULT_TRANSFORMS
 
-from .claims import ClaimsTable, claims_grid, claims_table, claims_tidy
+from .claims import ClaimsTable, claims_grid, claims_table, claims_tidy, is_hard_task
 from .errors import AnalysisWarning, NoDataError
 from .figures import (
     PANEL_HEIGHT,
@@ -74,6 +75,7 @@ from .runs import (
     scan_runs,
 )
 from .style import ARM_COLORS, BENCHMARKS, MODEL_NAMES, arm_sort_key, arm_style, k_color
+from .switch import switch_frame, switch_grid
 from .tables import (
     PAPER_ROWS,
     PAPER_TABLES,
@@ -149,6 +151,7 @@ __all__ = [
     "find_toy_dirs",
     "format_cell",
     "held_out",
+    "is_hard_task",
     "k_color",
     "latex_escape",
     "load_for_notebook",
@@ -166,6 +169,8 @@ __all__ = [
     "seed_curves",
     "setting_frame",
     "settings",
+    "switch_frame",
+    "switch_grid",
     "table_columns",
     "table_grid",
     "to_html",
