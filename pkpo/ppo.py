@@ -102,15 +102,24 @@ def _k3(delta: torch.Tensor) -> torch.Tensor:
 
 
 def ppo_loss(
-    model: torch.nn.Module, batch: Batch, cfg: LossConfig, norm: float
+    model: torch.nn.Module,
+    batch: Batch,
+    cfg: LossConfig,
+    norm: float,
+    with_entropy: bool = False,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped surrogate (+ KL to the reference, - entropy bonus), summed over samples.
 
     ``loss = -min(r A, clip(r, 1-eps, 1+eps) A) + kl_coef * KL - entropy_coef * H`` per token,
     with ``r = exp(logp - old_logp)`` and the k3 estimator of KL(pi || pi_ref). Also reports
-    ``kl_old``, the same estimate of KL(pi || pi_old): how far the update has moved.
+    ``kl_old``, the same estimate of KL(pi || pi_old): how far the update has moved. Without
+    ``batch.old_logprobs`` the policy is its own old policy (``r = 1``, the first step of an
+    epoch). ``with_entropy`` (or an entropy bonus) adds ``entropy_sum``, the token entropy
+    summed over completion tokens, and ``tokens``, their count.
     """
-    logp, entropy = token_logprobs(model, batch, cfg.temperature, cfg.entropy_coef > 0)
+    logp, entropy = token_logprobs(
+        model, batch, cfg.temperature, with_entropy or cfg.entropy_coef > 0
+    )
     mask = batch.completion_mask[:, 1:].to(logp.dtype)
     old = logp.detach() if batch.old_logprobs is None else batch.old_logprobs
     ratio = torch.exp(logp - old)
@@ -128,6 +137,7 @@ def ppo_loss(
         if cfg.kl_coef:
             per_token = per_token + cfg.kl_coef * kl
     if entropy is not None:
-        stats["entropy"] = aggregate(entropy.detach(), mask, "seq_mean", 1)
+        stats["entropy_sum"] = (entropy.detach() * mask).sum()
+        stats["tokens"] = mask.sum()
         per_token = per_token - cfg.entropy_coef * entropy
     return aggregate(per_token, mask, cfg.aggregation, norm), stats

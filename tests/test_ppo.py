@@ -51,7 +51,8 @@ def test_kl_and_entropy_terms_by_hand():
     kl = math.exp(delta) - delta - 1
     entropy = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
     assert float(stats["kl"]) == pytest.approx(kl, rel=1e-5)
-    assert float(stats["entropy"]) == pytest.approx(entropy, rel=1e-5)
+    assert float(stats["entropy_sum"]) == pytest.approx(entropy, rel=1e-5)
+    assert float(stats["tokens"]) == 1.0
     assert loss.item() == pytest.approx(0.1 * kl - 0.01 * entropy, rel=1e-5)
 
 
@@ -115,6 +116,39 @@ def test_k1_loo_update_equals_rloo_gradient():
     for g_want, p in zip(want, model.parameters(), strict=True):
         # the loss is the negative objective
         torch.testing.assert_close(-p.grad, g_want, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("epochs", [1, 2])
+def test_update_entropy_is_the_token_mean_over_completions(epochs):
+    """The logged entropy, whether the old-policy pass runs (2 epochs) or is skipped (one
+    optimizer step), is the mean over completion tokens of the policy's next-token entropy
+    before the update, computed here sample by sample."""
+    torch.manual_seed(2)
+    model = _tiny_llama()
+    prompts = [[1, 2, 3], [1, 2, 3], [4, 5], [4, 5]]
+    comps = [[6, 7, 8], [9], [12, 13, 14, 15], [16]]
+    with torch.no_grad():
+        ents = []
+        for p, c in zip(prompts, comps, strict=True):
+            logp = model(input_ids=torch.tensor([p + c])).logits[0, :-1].log_softmax(-1)
+            ents.extend((-(logp.exp() * logp).sum(-1))[len(p) - 1 :].tolist())
+    trainer = LocalTrainer(
+        model,
+        pad_id=0,
+        max_new_tokens=4,
+        lr=1e-3,
+        epochs=epochs,
+        minibatch_size=len(comps),
+        micro_batch_size=3,
+        device="cpu",
+    )
+    stats = trainer.update(
+        Rollout(prompts, comps, torch.tensor([1.0, -1, 0.5, -0.5]), [0, 0, 1, 1])
+    )
+    assert stats["entropy"] == pytest.approx(sum(ents) / len(ents), rel=1e-5)
+    assert "entropy_sum" not in stats and "tokens" not in stats
+    if epochs == 1:  # the policy is its own old policy on the only step
+        assert stats["kl_old"] == 0.0 and stats["ratio_dev"] == 0.0
 
 
 def test_batch_to_keeps_optional_fields():

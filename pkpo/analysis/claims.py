@@ -14,6 +14,9 @@ any result was looked at and the same for every setting:
    its p (which is still shown, uncorrected).
 3. **Multiple comparisons.** Holm-Bonferroni over all eligible comparisons of one setting
    at the final held-out eval (every claim together), family-wise alpha = :data:`ALPHA`.
+   The estimator-zoo comparisons (claims Z1-Z4, :data:`ZOO_STATEMENTS`; in a setting only
+   when one of their arms has runs) are a second family of their own, so adding them does
+   not change the paper's claims' verdicts.
 4. **Comparison verdict.** reproduced if the effect has the claimed sign and the Holm p <
    alpha; contradicted if it has the opposite sign and the Holm p < alpha; else
    inconclusive.
@@ -71,6 +74,19 @@ STATEMENTS = {
 }
 
 
+ZOO_K = 4
+"""k of the estimator-zoo arms that take a k (``<transform>-k4`` sweep arms)."""
+ZOO_STATEMENTS = {
+    "Z1": "MaxPO's exactly centred estimator beats PKPO's at the same k",
+    "Z2": "Pass@k Training's analytical advantage beats PKPO's at the same k",
+    "Z3": "MaxRL beats GRPO at pass@k",
+    "Z4": "PKPO at k_opt = 4 beats GRPO, Dr. GRPO and verl's grpo_passk at pass@4",
+}
+"""Comparisons of the other published estimators (not claims of the PKPO paper): each
+states its source's claim against PKPO or GRPO (Z1-Z3) or the paper's claim against them
+(Z4), with the same rule and sign convention as the paper's claims."""
+
+
 @dataclass(frozen=True)
 class Comparison:
     """One contrast: ``effect = sum(coef * mean over seeds of arm's metric)``, claimed > 0.
@@ -91,6 +107,26 @@ class Comparison:
     def arms(self) -> list[str]:
         return [arm for arm, _ in self.terms]
 
+    @property
+    def family(self) -> str:
+        """The Holm family: ``zoo`` for the estimator-zoo claims, else ``paper``."""
+        return "zoo" if self.claim in ZOO_STATEMENTS else "paper"
+
+
+def zoo_comparisons(k_max: int) -> list[Comparison]:
+    """Claims Z1-Z4 (:data:`ZOO_STATEMENTS`); ``k_max``: the largest k_eval."""
+    pkpo = k_opt_label(ZOO_K)
+
+    def minus(claim: str, a: str, b: str, metric: str) -> Comparison:
+        return Comparison(claim, f"{a} − {b}, {metric}", ((a, 1), (b, -1)), metric)
+
+    return [
+        minus("Z1", k_opt_label(ZOO_K, "maxpo"), pkpo, f"pass@{ZOO_K}"),
+        minus("Z2", k_opt_label(ZOO_K, "passk_training"), pkpo, f"pass@{ZOO_K}"),
+        minus("Z3", "maxrl", "grpo", f"pass@{k_max}"),
+        *(minus("Z4", pkpo, base, f"pass@{ZOO_K}") for base in ("grpo", "dr_grpo", "grpo_passk")),
+    ]
+
 
 def is_hard_task(task: str) -> bool:
     """A task where base pass@1 is near 0 (Figure 8's regime): ARC or a ``*_hard`` split."""
@@ -98,12 +134,17 @@ def is_hard_task(task: str) -> bool:
 
 
 def comparisons(
-    constant_ks: Sequence[int], k_evals: Sequence[int], n: int, hard: bool, switch: int = 1
+    constant_ks: Sequence[int],
+    k_evals: Sequence[int],
+    n: int,
+    hard: bool,
+    switch: int = 1,
+    zoo: bool = False,
 ) -> list[Comparison]:
     """Every claim's comparisons for a setting with these k_opt arms, k_evals and n.
 
     ``constant_ks``: the constant k_opt arms with runs (the paper's 1, 2, 4, 8 are added);
-    ``switch``: the annealed arm's switch step.
+    ``switch``: the annealed arm's switch step; ``zoo``: add claims Z1-Z4.
     """
     ks = sorted(k for k in {*PAPER_K_OPTS, *constant_ks} if k < n)
     arm = {k: k_opt_label(k) for k in ks}
@@ -177,6 +218,8 @@ def comparisons(
             )
         )
         out.append(Comparison("7", f"{arm[top]} − {arm[1]}, pass@1", top_vs_1, "pass@1"))
+    if zoo:
+        out += zoo_comparisons(k_max)
     return out
 
 
@@ -306,7 +349,8 @@ def _test_rows(sub, evals, comps: Sequence[Comparison], kind: str) -> list[dict]
     for c in comps:
         later = [s for s in steps if c.after <= s < steps[-1]] if steps else []
         step = (steps[-1] if steps else None) if kind == "final" else next(iter(later), None)
-        row = {"claim": c.claim, "comparison": c.text, "kind": kind, "step": step}
+        row = {"claim": c.claim, "family": c.family, "comparison": c.text, "kind": kind}
+        row["step"] = step
         if step is None:
             nan = dict.fromkeys(("effect", "se", "t", "df", "p"), math.nan)
             empty = {"n_seeds": (), "has_data": False, "eligible": False, "runs": ()}
@@ -351,15 +395,18 @@ def claims_table(df: pd.DataFrame, model: str, task: str, n: int) -> ClaimsTable
     ks = [int(a.split("=")[1]) for a in set(constant) if a in {k_opt_label(k) for k in range(1, n)}]
     annealed = sub[sub["arm"].isin([ANNEALED, ANNEALED_LOO])]["switch_step"].dropna()
     switch = int(annealed.min()) if len(annealed) else 1
-    comps = comparisons(ks, k_evals, n, is_hard_task(task), switch)
+    zoo_arms = {arm for c in zoo_comparisons(max(k_evals)) for arm in c.arms}
+    zoo = bool((zoo_arms - {k_opt_label(ZOO_K)}) & set(sub["arm"]))  # a zoo arm has runs
+    comps = comparisons(ks, k_evals, n, is_hard_task(task), switch, zoo)
     rows = pd.DataFrame(
         _test_rows(sub, evals, comps, "final") + _test_rows(sub, evals, comps, "intermediate")
     )
     final = int(evals["step"].max()) if len(evals) else None
     rows["p_holm"] = math.nan
     for kind in ("final", "intermediate"):
-        family = (rows["kind"] == kind) & rows["eligible"]
-        rows.loc[family, "p_holm"] = holm(rows.loc[family, "p"])
+        for name in ("paper", "zoo"):
+            family = (rows["kind"] == kind) & (rows["family"] == name) & rows["eligible"]
+            rows.loc[family, "p_holm"] = holm(rows.loc[family, "p"])
     rows["verdict"] = [
         verdict(r.effect, r.p_holm, r.eligible) if r.has_data else "no data"
         for r in rows.itertuples()
@@ -375,13 +422,21 @@ def claims_table(df: pd.DataFrame, model: str, task: str, n: int) -> ClaimsTable
                 ),
                 "step": final,
             }
-            for claim, statement in STATEMENTS.items()
+            for claim, statement in {**STATEMENTS, **(ZOO_STATEMENTS if zoo else {})}.items()
         ]
     )
-    m = int(((rows["kind"] == "final") & rows["eligible"]).sum())
+    eligible = (rows["kind"] == "final") & rows["eligible"]
+    m = int((eligible & (rows["family"] == "paper")).sum())
+    m_zoo = int((eligible & (rows["family"] == "zoo")).sum())
+    family = (
+        f"the {m} eligible final-eval comparisons of claims 1–7 and, as a family of its own, "
+        f"the {m_zoo} of the estimator zoo (Z1–Z4)"
+        if zoo
+        else f"the {m} eligible final-eval comparisons of this table"
+    )
     notes = [
         f"Verdict rule (declared in advance, pkpo/analysis/claims.py): Welch's t over seeds, "
-        f"Holm–Bonferroni over the {m} eligible final-eval comparisons of this table "
+        f"Holm–Bonferroni over {family} "
         f"(α = {ALPHA}); reproduced = claimed sign (effect > 0) and Holm p < {ALPHA}, "
         f"contradicted = opposite sign and Holm p < {ALPHA}, otherwise inconclusive. A "
         f"comparison with an arm of fewer than {MIN_SEEDS} seeds is inconclusive by rule "

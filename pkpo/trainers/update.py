@@ -3,7 +3,10 @@
 Each ``PPOTrainer.update`` first scores the rollout under the current (old) policy without
 gradients (old log-probs, token entropy, reference log-probs when ``kl_coef > 0``), then
 runs ``epochs`` passes over shuffled minibatches, each one optimizer step accumulated over
-micro-batches of ``micro_batch_size`` samples. The loss is ``pkpo.ppo.ppo_loss``.
+micro-batches of ``micro_batch_size`` samples. The loss is ``pkpo.ppo.ppo_loss``. When the
+whole update is one optimizer step (one epoch, one minibatch, no reference) the old policy
+is the policy itself, so that pass is skipped: its log-probs would equal the loss's own
+(ratio 1), and the token entropy comes from the loss's forward instead.
 
 Data parallelism: ``minibatch_size`` is the global number of samples per optimizer step;
 each of the engine's ranks takes an equal share of it from its own samples (whole groups,
@@ -129,7 +132,15 @@ class PPOTrainer:
                 f"ranks hold {counts} samples: every rank must train on the same number "
                 f"(make prompts_per_step a multiple of the {self.engine.world_size} ranks)"
             )
-        old, ref, entropy_sum, tokens = self._score_old(rollout)
+        one_step = (
+            self.epochs == 1
+            and self.local_minibatch_size >= len(rollout)
+            and self.reference is None
+        )
+        if one_step:
+            old = ref = [None] * len(rollout)
+        else:
+            old, ref, entropy_sum, tokens = self._score_old(rollout)
         self.engine.model.train()
         norm = self._loss_norm(rollout)
         sums: dict[str, float] = {}
@@ -144,6 +155,10 @@ class PPOTrainer:
                 for key, value in stats.items():
                     sums[key] = sums.get(key, 0.0) + value
                 count += 1
+        # the loss's own token entropy (always there on one step; with an entropy bonus too)
+        loss_entropy = sums.pop("entropy_sum", 0.0), sums.pop("tokens", 0.0)
+        if one_step:
+            entropy_sum, tokens = loss_entropy
         means = {key: value / max(count, 1) for key, value in sums.items()}
         keys = sorted(k for k in means if k not in _GLOBAL_STATS)
         totals = self.engine.all_sum([means[k] for k in keys] + [entropy_sum, tokens])
@@ -200,12 +215,19 @@ class PPOTrainer:
         ):
             width = batch.input_ids.shape[1] - 1
             rows = slice(lo, lo + len(batch.advantages))
-            batch.old_logprobs = _stack(old[rows], width, self.engine.device)
+            scored = old[rows][0] is not None  # else the policy is its own old policy
+            if scored:
+                batch.old_logprobs = _stack(old[rows], width, self.engine.device)
             if self.reference is not None:
                 batch.ref_logprobs = _stack(ref[rows], width, self.engine.device)
-            loss, stats = ppo_loss(self.engine.policy, batch, self.loss_cfg, norm)
+            loss, stats = ppo_loss(
+                self.engine.policy, batch, self.loss_cfg, norm, with_entropy=not scored
+            )
             self.engine.backward(loss / len(part))
             totals["loss"] = totals.get("loss", 0.0) + loss.item() / len(part)
+            for key in ("entropy_sum", "tokens"):  # sums, not means over samples
+                if key in stats:
+                    totals[key] = totals.get(key, 0.0) + float(stats.pop(key))
             for key, value in stats.items():
                 totals[key] = totals.get(key, 0.0) + float(value) / len(part)
         totals["grad_norm"] = self.engine.step()
