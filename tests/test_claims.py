@@ -115,17 +115,22 @@ def test_every_claim_of_the_thin_smollm2_sweep_is_inconclusive_or_without_data(t
 # ------------------------------------------------------------------- the rule
 
 
-def synthetic(pass1: dict[str, list[float]], task: str = "arithmetic"):
-    """A long runs frame: per arm label ``k_opt=K``, one finished run per value (seed),
-    held-out pass@1 at steps 0 (0.1 for all) and 10 (the value)."""
+def synthetic(pass1: dict[str, list[float]], task: str = "arithmetic", ks=(1,)):
+    """A long runs frame: per arm label (``k_opt=K``, ``k_opt=K [transform]`` or a k-free
+    transform's name), one finished run per value (seed), held-out pass@1 at steps 0 (0.1
+    for all) and 10 (the value); pass@k for the other ``ks`` the same."""
     runs = []
     for arm, values in pass1.items():
-        k = int(arm.split("=")[1])
-        transform = "loo" if k == 1 else "pkpo_sloo_minus_one"
+        if arm.startswith("k_opt="):
+            k, _, named = arm.removeprefix("k_opt=").partition(" [")
+            k = int(k)
+            transform = named.rstrip("]") or ("loo" if k == 1 else "pkpo_sloo_minus_one")
+        else:
+            k, transform = 1, arm
         for seed, value in enumerate(values):
             config = A.RunConfig(task, "m", seed, 16, transform, k)
             records = [
-                {"event": "eval", "step": step, "split": "test", "pass@1": v}
+                {"event": "eval", "step": step, "split": "test", **{f"pass@{k}": v for k in ks}}
                 for step, v in ((0, 0.1), (10, value))
             ]
             name = f"{arm}_s{seed}"
@@ -174,6 +179,27 @@ def test_noise_is_inconclusive_and_a_missing_arm_has_no_data() -> None:
     verdict, rows = claim4(synthetic(arms))
     assert rows[:2] == ["inconclusive", "inconclusive"] and rows[2] == "no data"
     assert verdict == "inconclusive"
+
+
+def test_the_estimator_zoo_is_a_holm_family_of_its_own() -> None:
+    paper = {"k_opt=1": seeds(0.5), **{f"k_opt={k}": seeds(0.2) for k in (2, 4, 8)}}
+    alone = C.claims_table(synthetic(paper, ks=(1, 4)), "m", "arithmetic", 16)
+    assert not alone.rows["claim"].str.startswith("Z").any()  # no zoo arm, no zoo claims
+    zoo = {"maxrl": seeds(0.6), "grpo": seeds(0.3), "k_opt=4 [maxpo]": seeds(0.2)}
+    both = C.claims_table(synthetic({**paper, **zoo}, ks=(1, 4)), "m", "arithmetic", 16)
+    final = both.rows[both.rows["kind"] == "final"].set_index("comparison")
+    ours = alone.rows[alone.rows["kind"] == "final"].set_index("comparison")
+    # the paper's claims keep their Holm p; the zoo's are adjusted among themselves
+    np.testing.assert_array_equal(final.loc[ours.index, "p_holm"], ours["p_holm"])
+    z = final[final["family"] == "zoo"]
+    eligible = z[z["eligible"]]
+    np.testing.assert_allclose(eligible["p_holm"], C.holm(list(eligible["p"])))
+    verdicts = both.claims.set_index("claim")["verdict"]
+    assert verdicts["Z3"] == "reproduced"  # maxrl 0.6 > grpo 0.3 (pass@4, the largest k_eval)
+    assert verdicts["Z1"] == "inconclusive"  # maxpo 0.2 = k_opt=4 0.2: no effect
+    assert verdicts["Z2"] == "no data"  # no passk_training runs
+    assert z.loc["k_opt=4 − grpo, pass@4", "verdict"] == "contradicted"  # 0.2 < 0.3
+    assert len(eligible) == 3  # Z1, Z3 and Z4's grpo comparison
 
 
 def test_holm_by_hand() -> None:

@@ -3,8 +3,9 @@
 agree with a hand computation straight from events.jsonl (json + scipy, no pkpo.analysis).
 
 The hand computation of a verdict: the comparison's effect and Welch test by scipy, then
-Holm-Bonferroni by hand over the table's family of eligible final-eval comparisons (the
-other members' p as the table reports them; these two by hand), then the declared rule.
+Holm-Bonferroni by hand over the comparison's family of eligible final-eval comparisons
+(claims 1-7, or the estimator zoo's Z1-Z4; the other members' p as the table reports them),
+then the declared rule.
 """
 
 from __future__ import annotations
@@ -17,12 +18,16 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from pkpo import analysis as A
 from pkpo.analysis import cli as analyze
+from pkpo.analysis import figures
 
 RESULTS = Path(__file__).resolve().parent.parent / "experiments" / "results"
 MAIN, HARD = RESULTS / "tiny_arith", RESULTS / "tiny_arith_hard"
 SEEDS = (0, 1, 2, 3, 4)
-MAIN_ARMS = ("k1", "k2", "k4", "k8", "tang", "anneal", "anneal_loo", "pkpo_sloo_centred-k4")
+PAPER_ARMS = ("k1", "k2", "k4", "k8", "tang", "anneal", "anneal_loo", "pkpo_sloo_centred-k4")
+ZOO_ARMS = ("maxpo-k4", "passk_training-k4", "grpo", "dr_grpo", "maxrl", "grpo_passk")
+MAIN_ARMS = PAPER_ARMS + ZOO_ARMS
 HARD_ARMS = ("k1", "k4", "k8")
 FINAL = 150
 
@@ -104,6 +109,9 @@ def row_of(rows: list[dict], claim: str, comparison: str) -> dict:
         (MAIN, "tiny_arith", "6", "k_opt=4 − tang, pass@4", ("k4", "tang"), "pass@4", "eval"),
         (HARD, "tiny_arith_hard", "7", "k_opt=8 − k_opt=1, cumulative solve rate", ("k8", "k1"),
          "cumulative_solve_rate", "train"),
+        (MAIN, "tiny_arith", "Z1", "k_opt=4 [maxpo] − k_opt=4, pass@4", ("maxpo-k4", "k4"),
+         "pass@4", "eval"),
+        (MAIN, "tiny_arith", "Z3", "maxrl − grpo, pass@16", ("maxrl", "grpo"), "pass@16", "eval"),
     ],
 )  # fmt: skip
 def test_a_verdict_of_the_claims_table_matches_a_hand_computation(
@@ -123,7 +131,12 @@ def test_a_verdict_of_the_claims_table_matches_a_hand_computation(
     assert int(got["step"]) == FINAL and got["n_seeds"] == "5;5"
     assert float(got["effect"]) == pytest.approx(a.mean() - b.mean(), abs=1e-9)
     assert float(got["p"]) == pytest.approx(welch.pvalue, rel=1e-9)
-    family = [float(r["p"]) for r in rows if r["kind"] == "final" and r["eligible"] == "True"]
+    family = [
+        float(r["p"])
+        for r in rows
+        if r["kind"] == "final" and r["eligible"] == "True" and r["family"] == got["family"]
+    ]
+    assert got["family"] == ("zoo" if claim.startswith("Z") else "paper")
     expected = hand_verdict(a.mean() - b.mean(), hand_holm(float(got["p"]), family))
     assert got["verdict"] == expected
 
@@ -133,3 +146,19 @@ def test_the_figures_of_both_splits_are_regenerated(report: Path) -> None:
     for name in ("fig3", "fig6", "fig7"):
         assert (figures / f"{name}_tiny_arith_tiny_arith_n16.png").stat().st_size > 10_000
     assert (figures / "fig8_tiny_arith_tiny_arith_hard_n16.png").stat().st_size > 10_000
+
+
+def test_figures_6_to_8_draw_the_papers_arms_not_the_zoos_k_free_ones() -> None:
+    frame = A.setting_frame(A.load_runs([MAIN]), "tiny_arith", "tiny_arith", 16)
+    drawn = set(figures._arms_for_progress(frame, None))
+    assert drawn == {
+        "k_opt=1",
+        "k_opt=2",
+        "k_opt=4",
+        "k_opt=8",
+        "k_opt=4 [pkpo_sloo_centred]",
+        "k_opt=4 [maxpo]",
+        "k_opt=4 [passk_training]",
+        "tang",
+        "EntropyReg (0.001)",
+    }

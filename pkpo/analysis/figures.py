@@ -17,11 +17,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from pkpo.arms import ANNEALED, constant_k
+from pkpo.arms import ANNEALED, TANG, constant_k
 
 from .errors import NoDataError
 from .style import ARM_COLORS, arm_sort_key, arm_style, display_model, display_task
-from .tables import best_entropy_arm, final_metrics, held_out, is_entropy_baseline
+from .tables import best_entropy_arm, final_metrics, held_out
 
 TRAIN_K_EVALS = (1, 2, 4, 8, 12, 16)
 """k_eval values the loop logs at every step (Section 5.2); Figure 7 has one panel each."""
@@ -135,12 +135,12 @@ def _seed_counts(df: pd.DataFrame) -> dict[str, str]:
 
 
 def _arms_for_progress(df: pd.DataFrame, split: str | None) -> list[str]:
-    """Arms of Figures 6-8: everything but annealed, EntropyReg at its best coefficient."""
+    """Arms of Figures 6-8: the paper's (every constant k_opt, tang, EntropyReg at its best
+    coefficient), not annealed ones and not the k-free estimators of the zoo (grpo, maxrl,
+    ...): those would share one colour here, and the tables and claims list them."""
     best, _ = best_entropy_arm(final_metrics(df, split))
     arms = {str(a) for a in df["arm"].unique()}
-    keep = [
-        a for a in arms if not a.startswith(ANNEALED) and (not is_entropy_baseline(a) or a == best)
-    ]
+    keep = [a for a in arms if constant_k(a) is not None or a == TANG or a == best]
     return sorted(keep, key=arm_sort_key)
 
 
