@@ -251,6 +251,11 @@ def _rank_main(rank: int, world: int, port: int, out_dir: str) -> None:
         }
     if rank == 0:
         torch.save(results, Path(out_dir) / "ranks.pt")
+    # Both ranks leave together and close the process group before the interpreter exits: a
+    # rank that exits with the group open can abort in its communication threads' teardown
+    # ("terminate called without an active exception", SIGABRT) while the other still works.
+    distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 # ----------------------------------------------------------------------------- reference
