@@ -29,8 +29,12 @@ $(STAMP): pyproject.toml Makefile
 
 setup: $(STAMP)
 
+# The main job: RL from the testbed's noisy supervised start (built and cached on first use).
+# `make train TRAIN_ARGS=` runs pkpo-train's own defaults (SmolLM2-135M with vLLM) instead.
+TRAIN_ARGS ?= experiment=tiny_arith_noisy
+
 train: setup
-	$(VENV)/bin/pkpo-train
+	$(VENV)/bin/pkpo-train $(TRAIN_ARGS)
 
 toy: setup
 	$(VENV)/bin/pkpo-toy

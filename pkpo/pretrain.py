@@ -12,7 +12,11 @@ Training: next-token cross-entropy on the answer tokens (the completion and its 
 prompts rendered exactly as the RL loop renders them (``ArithmeticTask.prompt`` through
 ``encode_prompts``, no chat template). Each batch draws ``batch_size`` problems, a mixture
 component (operand digits) with probability proportional to its ``weight`` and then a
-problem of the ``supervised`` pool, which never holds an RL problem (``in_pool``). AdamW with
+problem of the ``supervised`` pool, which never holds an RL problem (``in_pool``). With
+``data.answer_noise`` = q (optional, 0 when absent) each answer digit is replaced by a uniform
+random digit with probability q: the model then learns the right algorithm but spreads its
+probability over wrong digits, so its low pass@1 comes from spread rather than from not knowing
+-- the start on which RL's first move, sharpening, is large and safe. AdamW with
 linear warm-up and cosine decay to ``final_lr_ratio * lr``. Deterministic on one machine:
 the seed fixes the initial weights and the data order, and the build runs with a fixed
 number of torch threads. At the end it reports pass@k on held-out problems of the RL pool
@@ -62,6 +66,9 @@ def check_config(cfg: Mapping[str, Any] | None) -> None:
     chars = cfg["tokenizer"]["chars"]
     if len(set(chars)) != len(chars):
         raise ValueError(f"pretrain.tokenizer.chars repeats a character: {chars!r}")
+    noise = float(cfg["data"].get("answer_noise", 0.0))
+    if not 0.0 <= noise < 1.0:
+        raise ValueError(f"pretrain.data.answer_noise must be in [0, 1), got {noise}")
     if not cfg["data"]["mix"] or any(c["weight"] <= 0 for c in cfg["data"]["mix"]):
         raise ValueError("pretrain.data.mix needs components with positive weights")
     for key in ("steps", "batch_size"):
@@ -136,14 +143,29 @@ def mixture(data: Mapping[str, Any]) -> tuple[list[ArithmeticTask], list[float]]
     return tasks, [float(component["weight"]) for component in data["mix"]]
 
 
+def corrupt(answer: str, noise: float, rng: random.Random) -> str:
+    """``answer`` with each digit replaced, with probability ``noise``, by a uniform random
+    digit (which may be the same one). ``noise=0`` draws nothing from ``rng``."""
+    if noise == 0.0:
+        return answer
+    return "".join(
+        rng.choice("0123456789") if c.isdigit() and rng.random() < noise else c for c in answer
+    )
+
+
 def encode_examples(
-    tokenizer: PreTrainedTokenizerFast, task: ArithmeticTask, problems: list[Problem]
+    tokenizer: PreTrainedTokenizerFast,
+    task: ArithmeticTask,
+    problems: list[Problem],
+    targets: list[str] | None = None,
 ) -> list[tuple[list[int], list[int]]]:
-    """``(prompt ids, answer ids + EOS)`` of each problem, prompts as the RL loop sends them."""
+    """``(prompt ids, answer ids + EOS)`` of each problem, prompts as the RL loop sends them;
+    the answers are ``targets`` when given, else the task's right answers."""
     from pkpo.models import encode_prompts
 
     prompts = encode_prompts(tokenizer, [task.prompt(p) for p in problems], False)
-    answers = tokenizer([task.target(p) for p in problems], add_special_tokens=False)
+    targets = [task.target(p) for p in problems] if targets is None else targets
+    answers = tokenizer(targets, add_special_tokens=False)
     eos = tokenizer.eos_token_id
     return [(p, [*a, eos]) for p, a in zip(prompts, answers["input_ids"], strict=True)]
 
@@ -168,13 +190,15 @@ def batches(
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Endless training batches; their order depends only on ``seed`` and ``data``."""
     tasks, weights = mixture(data)
+    noise = float(data.get("answer_noise", 0.0))
     rng = random.Random(seed)
     while True:
         picks = rng.choices(range(len(tasks)), weights=weights, k=size)
         examples = []
         for j in sorted(set(picks)):  # one tokenizer call per component
             problems = [tasks[j].draw(rng) for _ in range(picks.count(j))]
-            examples += encode_examples(tokenizer, tasks[j], problems)
+            targets = [corrupt(tasks[j].target(p), noise, rng) for p in problems]
+            examples += encode_examples(tokenizer, tasks[j], problems, targets)
         yield collate(examples, tokenizer.pad_token_id)
 
 

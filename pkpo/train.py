@@ -372,8 +372,12 @@ def run(cfg: DictConfig) -> Path | None:
         torch.set_num_threads(cfg.torch_threads)
     torch.set_float32_matmul_precision(cfg.matmul_precision)
     print(f"[pkpo] run folder: {run_dir}", flush=True)
-    Run(cfg, run_dir).train()
-    print(f"[pkpo] finished; events in {run_dir / 'events.jsonl'}", flush=True)
+    loop = Run(cfg, run_dir)
+    loop.train()
+    if loop.trainer.is_main:  # the closing summary: what the run did, and its figure
+        from pkpo.analysis import summary  # pandas, scipy, matplotlib: loaded only here
+
+        print(summary.run_summary(run_dir, summary.plot_progress(run_dir)), flush=True)
     return run_dir
 
 

@@ -155,6 +155,61 @@ def test_supervised_batches_mask_the_prompt_and_never_hold_rl_problems():
         assert tokenizer.decode(kept) == answer + "<eos>"
 
 
+def test_answer_noise_replaces_digits_at_its_rate_and_nothing_else():
+    rng = random.Random(0)
+    answers = [str(rng.randrange(10**5)) for _ in range(4000)]
+    noisy = [pretrain.corrupt(a + "=x", 0.5, rng) for a in answers]
+    pairs = list(zip(answers, noisy, strict=True))
+    assert all(n.endswith("=x") and len(n) == len(a) + 2 for a, n in pairs)
+    changed = sum(c != d for a, n in pairs for c, d in zip(a, n[:-2], strict=True))
+    digits = sum(len(a) for a in answers)
+    # a digit is redrawn with probability 0.5 and then differs with probability 9/10
+    assert changed / digits == pytest.approx(0.45, abs=0.015)
+    quiet = random.Random(1)
+    assert pretrain.corrupt("123", 0.0, quiet) == "123"
+    assert quiet.random() == random.Random(1).random()  # noise 0 drew nothing
+
+
+def test_noise_free_data_is_the_same_with_or_without_the_option():
+    tokenizer = pretrain.build_tokenizer(CHARS)
+    explicit = OmegaConf.merge(MODEL.pretrain.data, {"answer_noise": 0.0})
+    plain = pretrain.batches(tokenizer, MODEL.pretrain.data, 32, seed=5)
+    zero = pretrain.batches(tokenizer, explicit, 32, seed=5)
+    for _ in range(3):  # the stream, not just its first batch: the rng is not touched
+        a, b = next(plain), next(zero)
+        assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_noisy_batches_keep_the_question_and_the_answer_length():
+    noisy = OmegaConf.load(CONF / "model" / "tiny_arith_noisy.yaml")
+    data = OmegaConf.merge(MODEL.pretrain.data, noisy.pretrain.data)
+    tokenizer = pretrain.build_tokenizer(CHARS)
+    batch = next(pretrain.batches(tokenizer, data, 256, seed=3))
+    right = 0
+    for row in batch["input_ids"]:
+        text = tokenizer.decode(row[row != tokenizer.pad_token_id])
+        question, answer = text[len("<bos>") : -len("<eos>")].split("=\n")
+        a, b = map(int, question.split("+"))
+        assert len(answer) == len(str(a + b)) and answer.isdigit()
+        assert not in_pool(a, "+", b, "rl")
+        right += answer == str(a + b)[::-1]
+    assert 0.05 < right / 256 < 0.6  # mostly wrong, often right (about 0.55 per digit)
+
+
+def test_answer_noise_of_one_or_more_is_refused():
+    broken = copy.deepcopy(TINY)
+    broken.pretrain.data.answer_noise = 1.0
+    with pytest.raises(ModelLoadError, match=r"answer_noise must be in \[0, 1\), got 1.0"):
+        models.check_model(broken)
+
+
+def test_the_noisy_model_differs_from_tiny_arith_only_in_its_data_optim_and_eval():
+    noisy = OmegaConf.load(CONF / "model" / "tiny_arith_noisy.yaml")
+    assert list(noisy.defaults) == ["tiny_arith", "_self_"]
+    assert set(noisy.pretrain) == {"data", "optim", "eval"}
+    assert noisy.name == "tiny_arith_noisy"
+
+
 # ----------------------------------------------------------------------------- tokenizer, model
 
 

@@ -1,4 +1,5 @@
-"""The committed testbed sweep (experiments/results/tiny_arith*): every run is there, and
+"""The committed testbed sweeps (experiments/results/tiny_arith*: the supervised start of
+model=tiny_arith and the noisy one of model=tiny_arith_noisy): every run is there, and
 ``pkpo-analyze`` regenerates its claims tables and figures from the logs, with verdicts that
 agree with a hand computation straight from events.jsonl (json + scipy, no pkpo.analysis).
 
@@ -24,11 +25,13 @@ from pkpo.analysis import figures
 
 RESULTS = Path(__file__).resolve().parent.parent / "experiments" / "results"
 MAIN, HARD = RESULTS / "tiny_arith", RESULTS / "tiny_arith_hard"
+NOISY, NOISY_HARD = RESULTS / "tiny_arith_noisy", RESULTS / "tiny_arith_noisy_hard"
 SEEDS = (0, 1, 2, 3, 4)
 PAPER_ARMS = ("k1", "k2", "k4", "k8", "tang", "anneal", "anneal_loo", "pkpo_sloo_centred-k4")
 ZOO_ARMS = ("maxpo-k4", "passk_training-k4", "grpo", "dr_grpo", "maxrl", "grpo_passk")
 MAIN_ARMS = PAPER_ARMS + ZOO_ARMS
 HARD_ARMS = ("k1", "k4", "k8")
+SWEEPS = ((MAIN, MAIN_ARMS), (HARD, HARD_ARMS), (NOISY, PAPER_ARMS), (NOISY_HARD, HARD_ARMS))
 FINAL = 150
 
 
@@ -69,29 +72,30 @@ def hand_verdict(effect: float, p_holm: float) -> str:
     return "inconclusive"
 
 
-def test_every_run_of_the_sweep_is_committed_and_finished() -> None:
-    manifests = [json.loads((f / "manifest.json").read_text()) for f in (MAIN, HARD)]
-    for folder, arms, manifest in zip((MAIN, HARD), (MAIN_ARMS, HARD_ARMS), manifests, strict=True):
-        entropy = [name for name in manifest if name.startswith("ent")]
-        expected = {f"{arm}_s{seed}" for arm in arms for seed in SEEDS} | set(entropy)
-        assert set(manifest) == expected and len(entropy) == len(SEEDS)
-        for name, entry in manifest.items():
-            assert entry["status"] == "done" and entry["exit_codes"] == [0], name
-            ends = [r for r in records(folder / name) if r["event"] == "end"]
-            assert ends[-1]["status"] == "finished", name
-            assert not (folder / name / "checkpoints").exists()
+@pytest.mark.parametrize(("folder", "arms"), SWEEPS, ids=lambda x: getattr(x, "name", None))
+def test_every_run_of_the_sweep_is_committed_and_finished(folder: Path, arms) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    entropy = [name for name in manifest if name.startswith("ent")]
+    expected = {f"{arm}_s{seed}" for arm in arms for seed in SEEDS} | set(entropy)
+    assert set(manifest) == expected and len(entropy) == len(SEEDS)
+    for name, entry in manifest.items():
+        assert entry["status"] == "done" and entry["exit_codes"] == [0], name
+        ends = [r for r in records(folder / name) if r["event"] == "end"]
+        assert ends[-1]["status"] == "finished", name
+        assert not (folder / name / "checkpoints").exists()
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("report")
-    args = [str(MAIN), str(HARD), "--out", str(out), "--notebooks", "tables,rl_figures"]
+    folders = [str(folder) for folder, _ in SWEEPS]
+    args = [*folders, "--out", str(out), "--notebooks", "tables,rl_figures"]
     assert analyze.main(args) == 0
     return out
 
 
-def claims_rows(report: Path, task: str) -> list[dict]:
-    with (report / "tables" / f"claims_tiny_arith_{task}_n16.csv").open() as f:
+def claims_rows(report: Path, task: str, model: str = "tiny_arith") -> list[dict]:
+    with (report / "tables" / f"claims_{model}_{task}_n16.csv").open() as f:
         return list(csv.DictReader(f))
 
 
@@ -112,6 +116,10 @@ def row_of(rows: list[dict], claim: str, comparison: str) -> dict:
         (MAIN, "tiny_arith", "Z1", "k_opt=4 [maxpo] − k_opt=4, pass@4", ("maxpo-k4", "k4"),
          "pass@4", "eval"),
         (MAIN, "tiny_arith", "Z3", "maxrl − grpo, pass@16", ("maxrl", "grpo"), "pass@16", "eval"),
+        (NOISY, "tiny_arith", "4", "k_opt=1 − k_opt=4, pass@1", ("k1", "k4"), "pass@1", "eval"),
+        (NOISY, "tiny_arith", "1", "k_opt=8 − k_opt=1, pass@8", ("k8", "k1"), "pass@8", "eval"),
+        (NOISY_HARD, "tiny_arith_3d_hard", "7", "k_opt=8 − k_opt=1, cumulative solve rate",
+         ("k8", "k1"), "cumulative_solve_rate", "train"),
     ],
 )  # fmt: skip
 def test_a_verdict_of_the_claims_table_matches_a_hand_computation(
@@ -126,7 +134,8 @@ def test_a_verdict_of_the_claims_table_matches_a_hand_computation(
 ) -> None:
     a, b = (per_seed(folder, arm, metric, source) for arm in arms)
     welch = stats.ttest_ind(a, b, equal_var=False)
-    rows = claims_rows(report, task)
+    model = "tiny_arith_noisy" if folder in (NOISY, NOISY_HARD) else "tiny_arith"
+    rows = claims_rows(report, task, model)
     got = row_of(rows, claim, comparison)
     assert int(got["step"]) == FINAL and got["n_seeds"] == "5;5"
     assert float(got["effect"]) == pytest.approx(a.mean() - b.mean(), abs=1e-9)
