@@ -205,9 +205,12 @@ def test_answer_noise_of_one_or_more_is_refused():
 
 def test_the_noisy_model_differs_from_tiny_arith_only_in_its_data_optim_and_eval():
     noisy = OmegaConf.load(CONF / "model" / "tiny_arith_noisy.yaml")
-    assert list(noisy.defaults) == ["tiny_arith", "_self_"]
-    assert set(noisy.pretrain) == {"data", "optim", "eval"}
     assert noisy.name == "tiny_arith_noisy"
+    differ = {key for key in MODEL.pretrain if MODEL.pretrain[key] != noisy.pretrain[key]}
+    assert differ == {"data", "optim", "eval"}
+    assert noisy.pretrain.data.answer_noise == 0.5
+    for key in ("ops", "template", "answer_format"):  # the problems are asked the same way
+        assert noisy.pretrain.data[key] == MODEL.pretrain.data[key]
 
 
 # ----------------------------------------------------------------------------- tokenizer, model
