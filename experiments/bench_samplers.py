@@ -15,18 +15,16 @@ import argparse
 import gc
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import psutil
 import torch
-from omegaconf import OmegaConf
 
 from pkpo.models import encode_prompts, load_policy
 from pkpo.samplers import vllm_installed
 from pkpo.samplers.base import Sampler, SamplingParams
 from pkpo.samplers.hf import HFSampler
+from pkpo.train import group_config
 
-CONF = Path(__file__).parents[1] / "conf"
 TOPICS = ["a dragon who bakes bread", "a lighthouse keeper", "a lost robot", "two rival chefs"]
 
 
@@ -74,7 +72,7 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model_cfg = OmegaConf.load(CONF / "model" / f"{args.model}.yaml")
+    model_cfg = group_config("model", args.model)
     model, tokenizer, checkpoint = load_policy(model_cfg)
     chats = [
         [{"role": "user", "content": f"Write a long story about {TOPICS[i % len(TOPICS)]} (#{i})."}]

@@ -29,6 +29,7 @@ from typing import Any
 import hydra
 import numpy as np
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
@@ -45,6 +46,14 @@ from pkpo.transforms import transform
 log = logging.getLogger("pkpo.train")
 # the configs ship as the package pkpo.conf (the repository's conf/ in a checkout)
 CONF_DIR = str(importlib.resources.files("pkpo.conf"))
+
+
+def group_config(group: str, name: str) -> DictConfig:
+    """The config ``<group>/<name>`` (e.g. ``"model", "tiny_arith_noisy"``) as ``pkpo-train``
+    composes it, its defaults list resolved: a group config may inherit from another, so
+    reading its file alone is not enough."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("train", overrides=[f"{group}={name}"])[group]
 
 
 class Timer:
@@ -377,7 +386,7 @@ def run(cfg: DictConfig) -> Path | None:
     if loop.trainer.is_main:  # the closing summary: what the run did, and its figure
         from pkpo.analysis import summary  # pandas, scipy, matplotlib: loaded only here
 
-        print(summary.run_summary(run_dir, summary.plot_progress(run_dir)), flush=True)
+        print(summary.summarize(run_dir), flush=True)
     return run_dir
 
 

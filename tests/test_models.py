@@ -26,6 +26,7 @@ from pkpo.models import (
     iter_merged_weights,
     load_policy,
 )
+from pkpo.train import group_config
 
 CONF = Path(__file__).parents[1] / "conf" / "model"
 SMOLLM2 = OmegaConf.load(CONF / "smollm2_135m.yaml")
@@ -199,7 +200,7 @@ def test_malformed_model_configs(cfg, fragment):
 
 @pytest.mark.parametrize("path", sorted(CONF.glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_model_config_is_valid(path):
-    spec = ModelSpec.from_cfg(OmegaConf.load(path))
+    spec = ModelSpec.from_cfg(group_config("model", path.stem))
     assert spec.name == path.stem
     if spec.lora is not None:
         assert spec.lora.r > 0 and spec.lora.target_modules

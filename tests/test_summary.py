@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pkpo.analysis import summary
+from pkpo.analysis.runs import read_events
 
 
 def _write(run_dir: Path, records: list[dict]) -> Path:
@@ -68,7 +69,7 @@ def test_held_out_change_is_the_difference_over_the_combined_se() -> None:
 
 
 def test_summary_reports_before_after_solve_rate_entropy_and_where_things_are(run: Path) -> None:
-    text = summary.run_summary(run, run / "progress.png")
+    text = summary.run_summary(read_events(run / "events.jsonl"), run, run / "progress.png")
     assert "step 0 -> 20 (200 problems x 16 samples" in text
     assert "pass@1   0.100 +- 0.010 -> 0.160 +- 0.020  (+0.060, +2.7 s.e.)" in text
     assert "pass@4   0.300 +- 0.030 -> 0.340 +- 0.040  (+0.040, +0.8 s.e.)" in text  # 0.04/0.05
@@ -80,14 +81,21 @@ def test_summary_reports_before_after_solve_rate_entropy_and_where_things_are(ru
 
 def test_a_run_with_one_evaluation_says_there_is_nothing_to_compare(tmp_path: Path) -> None:
     run = _write(tmp_path / "one", [_eval(0, 0.1, 0.01, 0.3, 0.03), _train(0, 0.1, 1.0, 3)])
-    text = summary.run_summary(run)
+    text = summary.run_summary(read_events(run / "events.jsonl"), run)
     assert "one held-out evaluation (step 0): nothing to compare" in text
     assert "pass@1 " not in text and "figure:" not in text
 
 
 def test_progress_figure_is_a_png_in_the_run_folder(run: Path, tmp_path: Path) -> None:
-    path = summary.plot_progress(run)
+    path = summary.plot_progress(read_events(run / "events.jsonl"), run)
     assert path == run / summary.FIGURE
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
-    empty = _write(tmp_path / "empty", [_eval(0, 0.1, 0.01, 0.3, 0.03)])
-    assert summary.plot_progress(empty) is None and not (empty / summary.FIGURE).exists()
+    records = [_eval(0, 0.1, 0.01, 0.3, 0.03)]
+    empty = _write(tmp_path / "empty", records)
+    assert summary.plot_progress(records, empty) is None and not (empty / summary.FIGURE).exists()
+
+
+def test_summarize_reads_the_log_draws_the_figure_and_names_it(run: Path) -> None:
+    text = summary.summarize(run)
+    assert (run / summary.FIGURE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "(+0.060, +2.7 s.e.)" in text and text.endswith(f"figure: {run / summary.FIGURE}")

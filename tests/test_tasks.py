@@ -20,6 +20,7 @@ from pkpo.tasks.arc import ArcTask, arc_path
 from pkpo.tasks.arithmetic import ArithmeticTask, BasicArithmeticTask
 from pkpo.tasks.base import Task
 from pkpo.tasks.math import GSM8KTask, MathTask
+from pkpo.train import group_config
 
 REPO = Path(__file__).parents[1]
 DATA = REPO / ".." / "shared" / "data"
@@ -350,7 +351,7 @@ MARKS = {
 )
 def test_task_configs_instantiate_and_work(path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # configs must not depend on the working directory
-    config = OmegaConf.load(path)
+    config = group_config("task", path.stem)
     if "sandbox" in config:  # the junk below includes an infinite loop: keep it short
         config.sandbox.cpu_time_s = 1
     assert config.name == path.stem
@@ -371,7 +372,7 @@ def test_config_keys_are_all_constructor_arguments():
     import inspect
 
     for path in CONFIGS:
-        config = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        config = OmegaConf.to_container(group_config("task", path.stem), resolve=False)
         module, name = config.pop("_target_").rsplit(".", 1)
         cls = getattr(__import__(module, fromlist=[name]), name)
         assert set(config) <= set(inspect.signature(cls).parameters), path.name

@@ -32,6 +32,7 @@ from pkpo.tasks.arithmetic import (
     in_pool,
 )
 from pkpo.tasks.base import Problem
+from pkpo.train import group_config
 
 CONF = Path(__file__).parents[1] / "conf"
 MODEL = OmegaConf.load(CONF / "model" / "tiny_arith.yaml")
@@ -181,7 +182,7 @@ def test_noise_free_data_is_the_same_with_or_without_the_option():
 
 
 def test_noisy_batches_keep_the_question_and_the_answer_length():
-    noisy = OmegaConf.load(CONF / "model" / "tiny_arith_noisy.yaml")
+    noisy = group_config("model", "tiny_arith_noisy")
     data = OmegaConf.merge(MODEL.pretrain.data, noisy.pretrain.data)
     tokenizer = pretrain.build_tokenizer(CHARS)
     batch = next(pretrain.batches(tokenizer, data, 256, seed=3))
@@ -204,7 +205,7 @@ def test_answer_noise_of_one_or_more_is_refused():
 
 
 def test_the_noisy_model_differs_from_tiny_arith_only_in_its_data_optim_and_eval():
-    noisy = OmegaConf.load(CONF / "model" / "tiny_arith_noisy.yaml")
+    noisy = group_config("model", "tiny_arith_noisy")
     assert noisy.name == "tiny_arith_noisy"
     differ = {key for key in MODEL.pretrain if MODEL.pretrain[key] != noisy.pretrain[key]}
     assert differ == {"data", "optim", "eval"}
@@ -378,3 +379,19 @@ def test_rl_pool_is_the_hashed_share_and_disjoint_from_the_supervised_one():
     assert two_digit._pool_size() == sum(reserved(a, "+", b) for a, b in pairs)
     with pytest.raises(ValueError, match="pool must be one of"):
         ArithmeticTask(pool="validation")
+
+
+@pytest.mark.parametrize(
+    ("sweep", "task"),
+    [("tiny_arith_noisy", "tiny_arith"), ("tiny_arith_noisy_hard", "tiny_arith_3d_hard")],
+)
+def test_the_noisy_configs_compose_to_what_the_committed_sweeps_ran(sweep, task):
+    # the configs inherit (defaults lists); each committed run saved the config it composed
+    results = Path(__file__).parents[1] / "experiments" / "results" / sweep
+    saved = [OmegaConf.load(path) for path in sorted(results.glob("*/config.yaml"))]
+    assert len(saved) >= 20
+    model = OmegaConf.to_container(group_config("model", "tiny_arith_noisy"))
+    task_cfg = OmegaConf.to_container(group_config("task", task))
+    for cfg in saved:
+        assert OmegaConf.to_container(cfg.model) == model
+        assert OmegaConf.to_container(cfg.task) == task_cfg

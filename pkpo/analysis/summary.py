@@ -1,8 +1,9 @@
 """The closing summary of one run: what ``pkpo-train`` prints when a run ends, and the figure
 it draws beside the log (``<run>/progress.png``: held-out pass@k and training reward by step).
 
-Both read only the run's ``events.jsonl`` (schema in :mod:`pkpo.logger`), so they also work on
-a finished run folder: ``python -m pkpo.analysis.summary <run folder>``.
+Both take the records of the run's ``events.jsonl`` (schema in :mod:`pkpo.logger`), which
+:func:`summarize` reads once; so they also work on a finished run folder:
+``python -m pkpo.analysis.summary <run folder>``.
 """
 
 from __future__ import annotations
@@ -47,12 +48,17 @@ def _mean(records: Sequence[dict[str, Any]], key: str) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def run_summary(run_dir: str | Path, figure: Path | None = None) -> str:
+def summarize(run_dir: str | Path) -> str:
+    """Read ``<run_dir>/events.jsonl`` once, draw ``progress.png`` and return the summary."""
+    run_dir = Path(run_dir)
+    events = read_events(run_dir / "events.jsonl")
+    return run_summary(events, run_dir, plot_progress(events, run_dir))
+
+
+def run_summary(events: Sequence[dict[str, Any]], run_dir: Path, figure: Path | None = None) -> str:
     """A few lines on what a run did: held-out pass@k at its first and last evaluation (with
     the change in standard errors), the training reward and entropy over its first and last
     ``WINDOW`` steps, the cumulative solve rate, and where its folder and figure are."""
-    run_dir = Path(run_dir)
-    events = read_events(run_dir / "events.jsonl")
     train = [e for e in events if e["event"] == "train"]
     evals = [e for e in events if e["event"] == "eval"]
     lines = [f"[pkpo] summary of {run_dir}"]
@@ -93,16 +99,14 @@ def run_summary(run_dir: str | Path, figure: Path | None = None) -> str:
     return "\n".join(lines)
 
 
-def plot_progress(run_dir: str | Path) -> Path | None:
-    """Draw held-out pass@k (+- s.e.) and the training reward by step into
-    ``<run_dir>/progress.png``; returns its path, or None when the run logged no train step."""
+def plot_progress(events: Sequence[dict[str, Any]], run_dir: Path) -> Path | None:
+    """Draw held-out pass@k (+- s.e.) and the training reward by step of a run's ``events``
+    into ``<run_dir>/progress.png``; returns its path, or None when it logged no train step."""
     import matplotlib
 
     matplotlib.use("Agg")  # a file, never a window: runs happen on machines without displays
     import matplotlib.pyplot as plt
 
-    run_dir = Path(run_dir)
-    events = read_events(run_dir / "events.jsonl")
     train = [e for e in events if e["event"] == "train"]
     evals = [e for e in events if e["event"] == "eval"]
     if not train:
@@ -141,7 +145,7 @@ def plot_progress(run_dir: str | Path) -> Path | None:
 def main(argv: list[str] | None = None) -> None:
     """``python -m pkpo.analysis.summary RUN_DIR [RUN_DIR ...]``: draw and print each summary."""
     for run_dir in sys.argv[1:] if argv is None else argv:
-        print(run_summary(run_dir, plot_progress(run_dir)), flush=True)
+        print(summarize(run_dir), flush=True)
 
 
 if __name__ == "__main__":

@@ -137,9 +137,8 @@ class PPOTrainer:
             and self.local_minibatch_size >= len(rollout)
             and self.reference is None
         )
-        if one_step:
-            old = ref = [None] * len(rollout)
-        else:
+        old = ref = None  # one step: the policy is its own old policy (ratio 1)
+        if not one_step:
             old, ref, entropy_sum, tokens = self._score_old(rollout)
         self.engine.model.train()
         norm = self._loss_norm(rollout)
@@ -149,9 +148,7 @@ class PPOTrainer:
             perm = torch.randperm(len(rollout), generator=self.generator).tolist()
             for lo in range(0, len(perm), self.local_minibatch_size):
                 idx = perm[lo : lo + self.local_minibatch_size]
-                stats = self._step(
-                    rollout.select(idx), [old[i] for i in idx], [ref[i] for i in idx], norm
-                )
+                stats = self._step(rollout.select(idx), _pick(old, idx), _pick(ref, idx), norm)
                 for key, value in stats.items():
                     sums[key] = sums.get(key, 0.0) + value
                 count += 1
@@ -206,8 +203,11 @@ class PPOTrainer:
         )
         return tokens / max(samples, 1.0)
 
-    def _step(self, part: Rollout, old: list, ref: list, norm: float) -> dict[str, float]:
-        """One optimizer step on a minibatch, accumulated over micro-batches."""
+    def _step(
+        self, part: Rollout, old: list | None, ref: list | None, norm: float
+    ) -> dict[str, float]:
+        """One optimizer step on a minibatch, accumulated over micro-batches; ``old`` is
+        None when the update is this one step (the loss then takes its own entropy)."""
         self.engine.zero_grad()
         totals: dict[str, float] = {}
         for lo, batch in zip(
@@ -215,7 +215,7 @@ class PPOTrainer:
         ):
             width = batch.input_ids.shape[1] - 1
             rows = slice(lo, lo + len(batch.advantages))
-            scored = old[rows][0] is not None  # else the policy is its own old policy
+            scored = old is not None
             if scored:
                 batch.old_logprobs = _stack(old[rows], width, self.engine.device)
             if self.reference is not None:
@@ -245,6 +245,11 @@ class PPOTrainer:
             return None
         self.generator.set_state(state["generator"])
         return state["extra"]
+
+
+def _pick(values: list | None, idx: list[int]) -> list | None:
+    """``values`` at ``idx`` (per-sample log-probs of a minibatch); None stays None."""
+    return None if values is None else [values[i] for i in idx]
 
 
 def build(engine: Callable[..., Engine], model: torch.nn.Module, **keys: Any) -> PPOTrainer:
