@@ -10,6 +10,13 @@ from its last checkpoint (``--retries`` times); every attempt's exit status is r
 
     python -m experiments.repro_sweep --out runs/repro_arith --parallel 9
     python -m experiments.repro_sweep --preset repro_gsm8k --arms k1 k8 --seeds 0 -- steps=5
+    python -m experiments.repro_sweep --protocol experiments/results/X/protocol.yaml --parallel 2
+
+With ``--protocol`` (a pre-registered study, see ``pkpo.analysis.confirmatory``) the preset,
+arms, seeds and overrides come from the protocol file, the runs go beside it, the checkout
+must be clean (the protocol committed), and every run records the commit it was launched
+from as ``protocol_commit`` in its ``config.yaml``. A run that the manifest lists as done
+is skipped, so launching again resumes a stopped sweep.
 
 Arms (same optimizer and learning rate for all, nothing tuned per arm): ``k1`` ``k2`` ``k4``
 ``k8`` ``tang`` ``anneal`` ``anneal_loo`` (the default; ``anneal_loo`` is ``anneal`` with
@@ -28,6 +35,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
+import yaml
 from hydra import compose, initialize_config_dir
 from tqdm import tqdm
 
@@ -73,18 +81,49 @@ def run_one(cmd: list[str], log_path: Path, retries: int) -> tuple[list[int], fl
     return codes, time.monotonic() - start
 
 
+def git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=REPO, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def protocol_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Fill preset, arms, seeds, overrides and the output folder from ``--protocol``, and
+    pin the runs to the commit that holds it (refused in a checkout with changes)."""
+    path = args.protocol.resolve()
+    spec = yaml.safe_load(path.read_text())
+    if git("status", "--porcelain"):
+        parser.error("--protocol: the checkout has uncommitted changes; commit them first")
+    if not git("log", "-1", "--format=%H", "--", str(path)):
+        parser.error(f"--protocol: {path} is not committed")
+    args.preset, args.arms, args.seeds = spec["preset"], spec["arms"], spec["seeds"]
+    args.out = path.parent
+    args.extra = [
+        *spec.get("overrides", []),
+        *args.extra,
+        f"+protocol_commit={git('rev-parse', 'HEAD')}",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="repro_arith", help="conf/experiment/<preset>.yaml")
     parser.add_argument("--arms", nargs="+", default=list(SWEEP_ARMS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--out", type=Path, required=True, help="folder for the run folders")
+    parser.add_argument("--out", type=Path, help="folder for the run folders")
+    parser.add_argument(
+        "--protocol", type=Path, help="a committed protocol.yaml: arms, seeds and overrides"
+    )
     parser.add_argument("--parallel", type=int, default=1, help="runs at once")
     parser.add_argument(
         "--retries", type=int, default=1, help="resume a failed run this many times"
     )
     parser.add_argument("extra", nargs="*", help="overrides for every run (after --)")
     args = parser.parse_args(argv)
+    if args.protocol is not None:
+        protocol_args(args, parser)
+    if args.out is None:
+        parser.error("--out (or --protocol) is required")
     if args.parallel < 1:
         parser.error(f"--parallel must be >= 1, got {args.parallel}")
     if not (REPO / "conf" / "experiment" / f"{args.preset}.yaml").is_file():
@@ -103,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     manifest_path = args.out / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    done = [name for name in jobs if manifest.get(name, {}).get("status") == "done"]
+    for name in done:
+        print(f"[repro_sweep] {name}: done before, skipped")
+        del jobs[name]
     manifest.update({name: {"command": cmd, "status": "queued"} for name, cmd in jobs.items()})
 
     def save() -> None:

@@ -15,6 +15,12 @@ A model config (``conf/model/*.yaml``) names where the weights come from:
 * ``source: pretrain``: a small Llama trained from scratch by ``pkpo.pretrain`` on the
   settings under ``pretrain`` (architecture, tokenizer, data, optimizer, seed), built ONCE
   into ``<cache>/models/<name>-<hash of those settings>/``: a changed setting builds anew.
+  A rebuild is bit-identical only on the same kind of CPU with the same thread count.
+* ``source: local``: a folder holding a Hugging Face checkpoint (``path``: absolute, relative
+  to the working directory, or ``pkpo:<folder>`` inside the installed package, where the
+  testbed's pinned start ships). ``sha256`` (optional) pins ``model.safetensors``: a folder
+  whose weights differ is refused. A ``pretrain`` section beside it records how the weights
+  were built, so that ``pkpo-pretrain`` can rebuild them.
 
 ``lora`` (null or ``{r, alpha, dropout, target_modules}``) wraps the model with PEFT LoRA for
 the large models; ``iter_merged_weights`` then yields the merged full weights for samplers.
@@ -24,8 +30,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import importlib
 import importlib.metadata
+import importlib.resources
 import json
 import logging
 import os
@@ -47,7 +55,8 @@ from transformers import (
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("gguf_package", "hub", "pretrain")
+SOURCES = ("gguf_package", "hub", "pretrain", "local")
+WEIGHTS_FILE = "model.safetensors"
 _SOURCE_FILE = "pkpo_source.json"  # written last into a converted checkpoint
 _CONVERTER_VERSION = 2  # bump to invalidate cached conversions (2: BOS as the GGUF asks)
 _OFFLINE_VALUES = {"1", "ON", "YES", "TRUE"}
@@ -80,6 +89,8 @@ class ModelSpec:
     chat_template: bool = True
     lora: LoraSpec | None = None
     pretrain: dict[str, Any] | None = None
+    path: str | None = None
+    sha256: str | None = None
 
     @classmethod
     def from_cfg(cls, cfg: Mapping[str, Any]) -> ModelSpec:
@@ -94,9 +105,11 @@ class ModelSpec:
             raise ModelLoadError(
                 f"model={name}: source must be one of {SOURCES}, got {raw.get('source')!r}"
             )
-        needed = {"gguf_package": ("package", "gguf_file"), "hub": ("hub_id",)}.get(
-            raw["source"], ("pretrain",)
-        )
+        needed = {
+            "gguf_package": ("package", "gguf_file"),
+            "hub": ("hub_id",),
+            "local": ("path",),
+        }.get(raw["source"], ("pretrain",))
         missing = [key for key in ("name", *needed) if not raw.get(key)]
         if missing:
             raise ModelLoadError(f"model={name}: source={raw['source']} needs keys {missing}")
@@ -144,8 +157,46 @@ def check_model(model_cfg: Mapping[str, Any]) -> None:
             check_config(spec.pretrain)
         except ValueError as err:
             raise ModelLoadError(f"model={spec.name}: {err}") from err
+    elif spec.source == "local":
+        _check_local(spec)
     else:
         _check_hub(spec)
+
+
+def local_folder(spec: ModelSpec) -> Path:
+    """The folder of a ``source: local`` model (``pkpo:<folder>`` inside the package)."""
+    path = str(spec.path)
+    if path.startswith("pkpo:"):
+        return Path(str(importlib.resources.files("pkpo"))) / path.removeprefix("pkpo:")
+    return Path(path).expanduser()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_local(spec: ModelSpec) -> None:
+    folder = local_folder(spec)
+    where = f"model={spec.name}: model.path {folder}"
+    if not folder.is_dir():
+        raise ModelLoadError(f"{where} is not a folder")
+    if not (folder / "config.json").is_file():
+        raise ModelLoadError(f"{where} has no config.json (not a Hugging Face checkpoint)")
+    if not any(folder.glob("*.safetensors")) and not any(folder.glob("pytorch_model*.bin")):
+        raise ModelLoadError(f"{where} has no weights (*.safetensors or pytorch_model*.bin)")
+    if not any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer.model")):
+        raise ModelLoadError(f"{where} has no tokenizer (tokenizer.json or tokenizer.model)")
+    if spec.sha256 is not None:
+        weights = folder / WEIGHTS_FILE
+        found = file_sha256(weights) if weights.is_file() else f"no {WEIGHTS_FILE}"
+        if found != spec.sha256:
+            raise ModelLoadError(
+                f"{where}: {WEIGHTS_FILE} sha256 {found} differs from model.sha256 {spec.sha256}"
+            )
 
 
 def _install_hint(spec: ModelSpec) -> str:
@@ -223,7 +274,8 @@ def load_policy(
 
     The model has ordinary float weights (``dtype``) with ``requires_grad`` everywhere, or,
     when ``lora`` is set, is a PEFT model whose adapters alone are trainable. The checkpoint
-    is the converted cache folder (GGUF) or the hub snapshot folder; it holds the *initial*
+    is the converted cache folder (GGUF), the build folder (pretrain), the local folder or
+    the hub snapshot folder; it holds the *initial*
     weights: samplers get the current ones through ``sync_weights``.
     """
     check_model(model_cfg)
@@ -232,6 +284,8 @@ def load_policy(
         checkpoint = converted_checkpoint(spec)
     elif spec.source == "pretrain":
         checkpoint = pretrained_checkpoint(spec)
+    elif spec.source == "local":
+        checkpoint = local_folder(spec)
     else:
         checkpoint = _hub_snapshot(spec)
     model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=dtype)

@@ -376,12 +376,13 @@ def summary(report: Mapping[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """``pkpo-pretrain [model=tiny_arith] [model.pretrain.optim.steps=...]``: build (or find
-    in the cache) the supervised start and print its report."""
+    in the cache) the supervised start of a model config with a ``pretrain`` section and
+    print its report; for a pinned model (``sha256``) also whether the rebuild matches it."""
     import sys
 
     from hydra import compose, initialize_config_dir
 
-    from pkpo.models import ModelSpec, pretrained_checkpoint
+    from pkpo.models import WEIGHTS_FILE, ModelSpec, file_sha256, pretrained_checkpoint
     from pkpo.train import CONF_DIR
 
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
@@ -389,11 +390,19 @@ def main(argv: list[str] | None = None) -> None:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("pretrain", overrides=overrides)
     spec = ModelSpec.from_cfg(cfg.model)
-    if spec.source != "pretrain":
-        raise SystemExit(f"model={spec.name} is not a source: pretrain model")
+    if spec.pretrain is None:
+        raise SystemExit(f"model={spec.name} has no `pretrain` section to build from")
     checkpoint = pretrained_checkpoint(spec)
     report = json.loads((checkpoint / REPORT_FILE).read_text())
     print(f"[pkpo-pretrain] {checkpoint}\n{summary(report)}", flush=True)
+    if spec.sha256 is not None:
+        built = file_sha256(checkpoint / WEIGHTS_FILE)
+        same = "matches" if built == spec.sha256 else "differs from"
+        print(
+            f"[pkpo-pretrain] {WEIGHTS_FILE} sha256 {built} {same} the pinned {spec.sha256} "
+            "(a rebuild is bit-identical only on the same kind of CPU and thread count)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

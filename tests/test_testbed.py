@@ -23,6 +23,7 @@ from transformers import AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerFas
 
 from pkpo import models, pretrain
 from pkpo.models import ModelLoadError, encode_prompts, load_policy, pretrained_checkpoint
+from pkpo.pretrain import source_record
 from pkpo.samplers.base import SamplingParams
 from pkpo.samplers.hf import HFSampler
 from pkpo.tasks.arithmetic import (
@@ -386,12 +387,16 @@ def test_rl_pool_is_the_hashed_share_and_disjoint_from_the_supervised_one():
     [("tiny_arith_noisy", "tiny_arith"), ("tiny_arith_noisy_hard", "tiny_arith_3d_hard")],
 )
 def test_the_noisy_configs_compose_to_what_the_committed_sweeps_ran(sweep, task):
-    # the configs inherit (defaults lists); each committed run saved the config it composed
+    # the configs inherit (defaults lists); each committed run of the pilot saved the config it
+    # composed, when the model was still built from `pretrain` (source: pretrain) rather than
+    # loaded pinned: the settings its weights came from must be the pinned model's
     results = Path(__file__).parents[1] / "experiments" / "results" / sweep
     saved = [OmegaConf.load(path) for path in sorted(results.glob("*/config.yaml"))]
     assert len(saved) >= 20
     model = OmegaConf.to_container(group_config("model", "tiny_arith_noisy"))
     task_cfg = OmegaConf.to_container(group_config("task", task))
     for cfg in saved:
-        assert OmegaConf.to_container(cfg.model) == model
+        old = OmegaConf.to_container(cfg.model)
+        assert old["source"] == "pretrain" and model["source"] == "local"
+        assert source_record(old["pretrain"]) == source_record(model["pretrain"])
         assert OmegaConf.to_container(cfg.task) == task_cfg
