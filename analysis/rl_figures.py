@@ -63,3 +63,20 @@ for key, (title, _) in FIGURES.items():
         report.missing(key, title, "no runs on a hard task (task=arc or a *_hard split)")
     elif key != "fig8" and all(A.is_hard_task(task) for _, task, _ in present):
         report.missing(key, title, "no RL runs outside the hard tasks")
+
+# %% [markdown]
+# ## Confirmatory studies: held-out pass@k over steps per arm
+# Mean over the study's seeds with its 95 % t interval (`A.fig_held_out_progress`).
+
+# %%
+for protocol in A.find_protocols(params["runs"]):
+    runs = A.study_runs(df, protocol)
+    arms = list(protocol.labels.values())
+    title = f"Confirmatory study {protocol.name}: held-out progress per arm"
+    png = report.figure_or_missing(
+        f"confirmatory_{protocol.name}",
+        title,
+        partial(A.fig_held_out_progress, runs, arms, title, split=params["split"]),
+    )
+    if png is not None:
+        display(Image(filename=str(png)))

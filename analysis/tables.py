@@ -69,16 +69,39 @@ if not others:
     report.missing("tables_other", "Table-1-style tables", "no runs outside the paper's pairs")
 
 # %% [markdown]
-# ## The paper's claims, by the declared rule
+# ## Confirmatory studies
 #
-# For every (model, task, n) with runs: each claim's comparisons of arms over seeds
+# Every folder with a `protocol.yaml` under the run folders is a pre-registered study: its
+# primary comparisons decide the claims' verdicts by the protocol's rules (blocked paired
+# tests, TOST for equivalence, Holm per family), reported with 95 % confidence intervals
+# and the probability of improvement over seeds (`pkpo/analysis/confirmatory.py`).
+
+# %%
+protocols = A.find_protocols(params["runs"])
+for protocol in protocols:
+    study = A.confirmatory_table(df, protocol)
+    grid = A.confirmatory_grid(study)
+    tidy = A.confirmatory_tidy(study)
+    display(Markdown(report.table(study.key, grid, tidy=tidy, used_runs=study.used_runs)))
+if not protocols:
+    report.missing("confirmatory", "Confirmatory claims table", "no protocol.yaml under the runs")
+in_studies = set()
+for protocol in protocols:
+    in_studies |= set(A.study_runs(df, protocol)["run_dir"].astype(str))
+exploratory = df[~df["run_dir"].astype(str).isin(in_studies).to_numpy()]
+
+# %% [markdown]
+# ## The paper's claims, by the exploratory rule
+#
+# Runs of confirmatory studies are left out here. For every (model, task, n) with runs:
+# each claim's comparisons of arms over seeds
 # (effect ± s.e., Welch's t, Holm–Bonferroni over the table's tests) and a verdict —
 # reproduced, contradicted or inconclusive — by the rule in `pkpo/analysis/claims.py`,
 # written down before the sweeps ran (README, "What reproduces at small scale").
 
 # %%
-for model, task, n in present:
-    claims = A.claims_table(df, model, task, n)
+for model, task, n in A.settings(exploratory):
+    claims = A.claims_table(exploratory, model, task, n)
     grid = A.claims_grid(claims)
     display(
         Markdown(

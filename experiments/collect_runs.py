@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -21,10 +22,21 @@ REPO = Path(__file__).resolve().parents[1]
 RUN_FILES = ("events.jsonl", "config.yaml", "train.log")
 
 
-def clean_text(text: str) -> str:
-    """``text`` without machine-local paths and with progress-bar redraws collapsed."""
-    text = text.replace(sys.executable, "python").replace(f"{REPO}/", "")
+def clean_text(text: str, roots: tuple[Path, ...] = (REPO,)) -> str:
+    """``text`` without machine-local paths (the interpreter, the checkouts ``roots`` the
+    runs came from) and with progress-bar redraws collapsed."""
+    text = text.replace(sys.executable, "python")
+    for root in roots:
+        text = text.replace(f"{root}/.venv/bin/python", "python").replace(f"{root}/", "")
     return "\n".join(line.split("\r")[-1] for line in text.split("\n"))
+
+
+def checkout_of(path: Path) -> Path:
+    """The git checkout holding ``path`` (a worktree, for a pinned sweep), else REPO."""
+    found = subprocess.run(
+        ["git", "-C", str(path), "rev-parse", "--show-toplevel"], capture_output=True, text=True
+    )
+    return Path(found.stdout.strip()) if found.returncode == 0 else REPO
 
 
 def _read(path: Path) -> str:
@@ -32,20 +44,31 @@ def _read(path: Path) -> str:
     return path.read_bytes().decode("utf-8", errors="replace")
 
 
-def collect(src: Path, dst: Path) -> list[str]:
-    """Copy the runs under ``src`` to ``dst``; returns the run folders copied."""
+def ended(events: Path) -> bool:
+    """Whether a run's log closes with its ``end`` event (finished or failed)."""
+    lines = _read(events).strip().splitlines()
+    return bool(lines) and '"event": "end"' in lines[-1]
+
+
+def collect(src: Path, dst: Path, ended_only: bool = False) -> list[str]:
+    """Copy the runs under ``src`` to ``dst``; returns the run folders copied. With
+    ``ended_only``, runs still going are left for a later call (a sweep in progress)."""
     copied = []
+    roots = (REPO, checkout_of(src.resolve()))
     for events in sorted(src.rglob("events.jsonl")):
+        if ended_only and not ended(events):
+            continue
         run = events.parent
         target = dst / run.relative_to(src)
         target.mkdir(parents=True, exist_ok=True)
         for name in RUN_FILES:
             if (run / name).is_file():
-                (target / name).write_text(clean_text(_read(run / name)))
+                (target / name).write_text(clean_text(_read(run / name), roots))
         copied.append(str(run.relative_to(src)))
-    for extra in [*src.glob("*.log"), src / "manifest.json"]:
+    logs = [log for log in src.glob("*.log") if not ended_only or log.stem in copied]
+    for extra in [*logs, src / "manifest.json"]:
         if extra.is_file():
-            (dst / extra.name).write_text(clean_text(_read(extra)))
+            (dst / extra.name).write_text(clean_text(_read(extra), roots))
     return copied
 
 
@@ -54,12 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("src", type=Path, help="the sweep's --out folder")
     parser.add_argument("dst", type=Path, help="where the logs go (e.g. experiments/results/x)")
     parser.add_argument("--replace", action="store_true", help="empty DST first")
+    parser.add_argument(
+        "--ended-only", action="store_true", help="skip runs still going (a sweep in progress)"
+    )
     args = parser.parse_args(argv)
     if not args.src.is_dir():
         parser.error(f"{args.src} is not a folder")
     if args.replace and args.dst.exists():
         shutil.rmtree(args.dst)
-    runs = collect(args.src, args.dst)
+    runs = collect(args.src, args.dst, args.ended_only)
     print(f"{len(runs)} runs copied to {args.dst}")
     return 0 if runs else 1
 

@@ -292,3 +292,96 @@ def test_chat_template_required_when_asked(smollm2):
         encode_prompts(tokenizer, [[{"role": "user", "content": "x"}]], use_chat_template=True)
     with pytest.raises(ValueError, match="empty message list"):
         encode_prompts(smollm2[1], [[]], use_chat_template=False)
+
+
+# ----------------------------------------------------------------------------- local folders
+
+PINNED_SHA256 = "cd8c2e3d747973d37dff06aa2a132aa4f6867d9907f0c2d561933ea24bd23608"
+"""sha256 of the testbed's shipped model.safetensors, recorded when it was pinned."""
+
+
+def test_the_shipped_testbed_weights_are_the_pinned_ones():
+    import hashlib
+
+    cfg = group_config("model", "tiny_arith_noisy")
+    assert cfg.source == "local" and cfg.sha256 == PINNED_SHA256
+    folder = models.local_folder(ModelSpec.from_cfg(cfg))
+    assert folder.parent.parent == Path(models.__file__).parent  # inside the package
+    digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    assert digest == PINNED_SHA256
+
+
+def test_the_default_testbed_model_loads_without_training(tmp_path, monkeypatch):
+    monkeypatch.setenv("PKPO_CACHE", str(tmp_path))
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the pinned model must not be trained")
+
+    monkeypatch.setattr("pkpo.pretrain.build", no_training)
+    monkeypatch.setattr("pkpo.pretrain.train", no_training)
+    cfg = group_config("model", "tiny_arith_noisy")
+    model, tokenizer, checkpoint = load_policy(cfg)
+    assert list(tmp_path.iterdir()) == []  # nothing built or cached
+    assert sum(p.numel() for p in model.parameters()) == 855_680
+    assert tokenizer.decode(tokenizer("12+34=")["input_ids"], skip_special_tokens=True) == "12+34="
+    assert checkpoint == models.local_folder(
+        ModelSpec.from_cfg(group_config("model", "tiny_arith_noisy"))
+    )
+
+
+def _local(path, **extra):
+    return {"name": "mine", "source": "local", "path": str(path), "chat_template": False, **extra}
+
+
+def test_a_local_checkpoint_folder_loads_as_saved(tmp_path):
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    shipped = models.local_folder(ModelSpec.from_cfg(group_config("model", "tiny_arith_noisy")))
+    tokenizer = AutoTokenizer.from_pretrained(shipped)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+    )
+    saved = LlamaForCausalLM(config)
+    saved.save_pretrained(tmp_path / "ckpt")
+    tokenizer.save_pretrained(tmp_path / "ckpt")
+    model, _, checkpoint = load_policy(_local(tmp_path / "ckpt"))
+    assert checkpoint == tmp_path / "ckpt"
+    for (name, a), (_, b) in zip(
+        saved.state_dict().items(), model.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize(
+    ("remove", "fragment"),
+    [
+        (None, "is not a folder"),
+        ("config.json", "has no config.json"),
+        ("model.safetensors", "has no weights"),
+        ("tokenizer.json", "has no tokenizer"),
+    ],
+)
+def test_a_bad_local_folder_gets_one_line_naming_it(tmp_path, remove, fragment):
+    import shutil
+
+    shipped = models.local_folder(ModelSpec.from_cfg(group_config("model", "tiny_arith_noisy")))
+    folder = tmp_path / "ckpt"
+    if remove is not None:
+        shutil.copytree(shipped, folder)
+        (folder / remove).unlink()
+    with pytest.raises(ModelLoadError, match=fragment) as err:
+        check_model(_local(folder))
+    assert str(folder) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_local_folder_with_other_weights_than_its_pin_is_refused():
+    cfg = OmegaConf.to_container(group_config("model", "tiny_arith_noisy"))
+    cfg["sha256"] = "0" * 64
+    with pytest.raises(ModelLoadError, match="differs from model.sha256"):
+        check_model(cfg)

@@ -12,8 +12,11 @@ Everything here is a small function over pandas frames so that the notebooks in
 * :mod:`~pkpo.analysis.tables`, numbers: :func:`final_metrics`, :func:`aggregate_seeds`
   (mean +- s.e. over seeds), :func:`results_table` (the paper's Table 1 layout, or Table 5's
   for ARC);
-* :mod:`~pkpo.analysis.claims`, verdicts: :func:`claims_table` (each claim of the paper's
-  comparisons over seeds, Welch's t, Holm-Bonferroni and a verdict by a declared rule),
+* :mod:`~pkpo.analysis.confirmatory`, pre-registered studies (``protocol.yaml`` beside
+  their runs): :func:`find_protocols`, :func:`confirmatory_table` (blocked tests, TOST,
+  probability of improvement, Holm per family, verdicts), :func:`confirmatory_grid`;
+* :mod:`~pkpo.analysis.claims`, exploratory verdicts: :func:`claims_table` (each claim of
+  the paper's comparisons over seeds, Welch's t, Holm-Bonferroni and a verdict by a declared rule),
   :func:`claims_grid`; :mod:`~pkpo.analysis.switch`: :func:`switch_frame` and
   :func:`switch_grid` (the scale shock at an annealed run's k_opt switch);
 * :mod:`~pkpo.analysis.render`: :func:`table_grid`, :func:`comparison_grid` and
@@ -36,6 +39,15 @@ from :mod:`pkpo.arms`, where the sweep's arms are defined.
 from pkpo.arms import PAPER_DEFAULT_TRANSFORMS
 
 from .claims import ClaimsTable, claims_grid, claims_table, claims_tidy, is_hard_task
+from .confirmatory import (
+    ConfirmatoryTable,
+    Protocol,
+    confirmatory_grid,
+    confirmatory_table,
+    confirmatory_tidy,
+    find_protocols,
+    study_runs,
+)
 from .errors import AnalysisWarning, NoDataError
 from .figures import (
     PANEL_HEIGHT,
@@ -43,6 +55,7 @@ from .figures import (
     TRAIN_K_EVALS,
     fig_annealing,
     fig_arc_progress,
+    fig_held_out_progress,
     fig_rolling_pass_at_k,
     fig_solve_rate_entropy,
     seed_curves,
@@ -121,9 +134,11 @@ __all__ = [
     "AnalysisWarning",
     "ClaimsTable",
     "Column",
+    "ConfirmatoryTable",
     "Grid",
     "NoDataError",
     "PaperTable",
+    "Protocol",
     "Report",
     "ResultsTable",
     "RunConfig",
@@ -136,9 +151,13 @@ __all__ = [
     "claims_table",
     "claims_tidy",
     "comparison_grid",
+    "confirmatory_grid",
+    "confirmatory_table",
+    "confirmatory_tidy",
     "dedupe_records",
     "fig_annealing",
     "fig_arc_progress",
+    "fig_held_out_progress",
     "fig_rolling_pass_at_k",
     "fig_solve_rate_entropy",
     "fig_toy_effective_rewards",
@@ -148,6 +167,7 @@ __all__ = [
     "fig_toy_variance_all",
     "fig_toy_weights",
     "final_metrics",
+    "find_protocols",
     "find_toy_dirs",
     "format_cell",
     "held_out",
@@ -169,6 +189,7 @@ __all__ = [
     "seed_curves",
     "setting_frame",
     "settings",
+    "study_runs",
     "switch_frame",
     "switch_grid",
     "table_columns",

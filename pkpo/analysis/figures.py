@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from scipy import stats as scipy_stats
 
 from pkpo.arms import ANNEALED, TANG, constant_k
 
@@ -75,7 +76,8 @@ def seed_curves(
 
     ``event="eval"`` reads each run's held-out split (:func:`held_out`). ``window``: a
     trailing rolling mean over the last ``window`` logged steps of each run is taken first
-    (the paper's "rolling pass@k"). Returns arm, step, mean, se, n_seeds.
+    (the paper's "rolling pass@k"). Returns arm, step, mean, se, ci95 (the half-width of
+    the 95 % t interval over seeds), n_seeds.
     """
     rows = held_out(df, split) if event == "eval" else df[df["event"] == event]
     sub = rows[rows["metric"] == metric][["run", "arm", "seed", "step", "value"]]
@@ -87,14 +89,23 @@ def seed_curves(
     sub["value"] = scale * sub["value"]
     stats = sub.groupby(["arm", "step"])["value"].agg(["mean", "std", "count"]).reset_index()
     stats["se"] = stats["std"] / np.sqrt(stats["count"])
-    return stats.rename(columns={"count": "n_seeds"})[["arm", "step", "mean", "se", "n_seeds"]]
+    dof = (stats["count"] - 1).where(stats["count"] > 1)
+    stats["ci95"] = stats["se"] * scipy_stats.t.ppf(0.975, dof)
+    columns = ["arm", "step", "mean", "se", "ci95", "n_seeds"]
+    return stats.rename(columns={"count": "n_seeds"})[columns]
 
 
 def _plot_arms(
-    ax: Any, curves: pd.DataFrame, arms: Sequence[str], seeds: dict[str, str], **line: Any
+    ax: Any,
+    curves: pd.DataFrame,
+    arms: Sequence[str],
+    seeds: dict[str, str],
+    band: str = "se",
+    **line: Any,
 ) -> None:
-    """Each arm's mean curve in its colour (:func:`arm_style`), a ± s.e. band where
-    there are two or more seeds, labelled with its number of seeds."""
+    """Each arm's mean curve in its colour (:func:`arm_style`), a band (``se``: ± s.e.;
+    ``ci95``: the 95 % t interval) where there are two or more seeds, labelled with its
+    number of seeds."""
     for arm in arms:
         curve = curves[curves["arm"] == arm]
         if curve.empty:
@@ -104,12 +115,13 @@ def _plot_arms(
         # short runs get markers: a lone point would not show as a line
         dots = {"marker": "o", "markersize": 3} if len(curve) < 30 else {}
         ax.plot(curve["step"], curve["mean"], label=label, linewidth=1.4, **style, **dots | line)
-        band = curve["se"].notna()
-        if band.any():
+        width = curve[band]
+        shown = width.notna()
+        if shown.any():
             ax.fill_between(
-                curve["step"][band],
-                (curve["mean"] - curve["se"])[band],
-                (curve["mean"] + curve["se"])[band],
+                curve["step"][shown],
+                (curve["mean"] - width)[shown],
+                (curve["mean"] + width)[shown],
                 color=style["color"],
                 alpha=0.18,
                 linewidth=0,
@@ -303,5 +315,36 @@ def fig_arc_progress(df: pd.DataFrame, *, window: int = 20, split: str | None = 
         f"pass@k: {_window_text(window)}; band: ± s.e. over seeds",
         fontsize=9,
     )
+    _legend(fig, axes)
+    return fig
+
+
+def fig_held_out_progress(
+    df: pd.DataFrame,
+    arms: Sequence[str],
+    title: str,
+    *,
+    k_evals: Sequence[int] = (1, 4, 16),
+    split: str | None = None,
+) -> Figure:
+    """Held-out pass@k against step per arm (``arms``: labels, in legend order), mean over
+    seeds with its 95 % t interval; a last panel with the cumulative solve rate. The
+    confirmatory studies' figure, and Figure 8's analogue on a hard split."""
+    if df.empty or held_out(df, split).empty:
+        raise NoDataError(f"{title}: no held-out evaluations")
+    seeds = _seed_counts(df)
+    fig, axes = _figure(1, len(k_evals) + 1)
+    for ax, k in zip(axes[0], k_evals, strict=False):
+        curves = seed_curves(df, f"pass@{k}", event="eval", split=split, scale=100)
+        _plot_arms(ax, curves, arms, seeds, band="ci95")
+        ax.set_title(f"held-out pass@{k}", fontsize=9)
+        ax.set_ylabel(f"pass@{k} (%)", fontsize=8)
+    solve = seed_curves(df, "cumulative_solve_rate", scale=100)
+    _plot_arms(axes[0, -1], solve, arms, seeds, band="ci95")
+    axes[0, -1].set_title("cumulative solve rate (train set)", fontsize=9)
+    axes[0, -1].set_ylabel("solve rate (%)", fontsize=8)
+    for ax in axes.flat:
+        ax.set_xlabel("training step", fontsize=8)
+    fig.suptitle(f"{title}\nmean over seeds; band: 95 % t interval over seeds", fontsize=9)
     _legend(fig, axes)
     return fig

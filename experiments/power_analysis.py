@@ -1,0 +1,82 @@
+"""The confirmatory protocol's design from its pilot: effects, seeds needed, power.
+
+    python -m experiments.power_analysis \\
+        experiments/results/tiny_arith_confirmatory/protocol.yaml \\
+        experiments/results/tiny_arith_noisy
+
+For every comparison of the protocol (primary and secondary), on the pilot's runs at the
+protocol's final step: the per-seed contrast's mean and standard deviation, d_z = mean / sd,
+the seeds a paired two-sided t-test needs for 80 % power at alpha / (number of primary
+comparisons) (the first step of Holm; statsmodels), and the power at the protocol's seed
+count, with d_z as measured and shrunk by a quarter for the winner's curse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import warnings
+from pathlib import Path
+
+import pandas as pd
+from statsmodels.stats.power import TTestPower
+
+from pkpo.analysis.confirmatory import Protocol, seed_values
+from pkpo.analysis.runs import load_runs
+
+POWER = 0.8
+SHRINK = 0.75
+
+
+def seeds_needed(dz: float, alpha: float) -> float:
+    if not math.isfinite(dz) or dz == 0:
+        return math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        n = TTestPower().solve_power(effect_size=abs(dz), alpha=alpha, power=POWER)
+    return float(n) if n is not None and math.isfinite(n) else math.nan
+
+
+def design_table(protocol: Protocol, pilot: pd.DataFrame) -> pd.DataFrame:
+    alpha = protocol.alpha / len(protocol.families["primary"])
+    seeds = len(protocol.seeds)
+    rows = []
+    for family, contrasts in protocol.families.items():
+        for contrast in contrasts:
+            d = seed_values(pilot, protocol, contrast)["d"]
+            sd = float(d.std(ddof=1)) if len(d) > 1 else math.nan
+            dz = float(d.mean()) / sd if sd and sd > 0 else math.nan
+            power = TTestPower().power
+            rows.append(
+                {
+                    "family": family,
+                    "claim": contrast.claim,
+                    "comparison": contrast.text(protocol.labels),
+                    "pilot seeds": len(d),
+                    "mean": round(float(d.mean()), 3),
+                    "sd": round(sd, 3),
+                    "d_z": round(dz, 2),
+                    "seeds needed": round(seeds_needed(dz, alpha), 1),
+                    f"power at {seeds}": round(power(abs(dz), seeds, alpha), 2),
+                    f"power at {seeds}, d_z x {SHRINK}": round(
+                        power(abs(dz) * SHRINK, seeds, alpha), 2
+                    ),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("protocol", type=Path)
+    parser.add_argument("pilot", type=Path, help="the pilot sweep's folder")
+    args = parser.parse_args(argv)
+    protocol = Protocol.load(args.protocol)
+    table = design_table(protocol, load_runs([args.pilot]))
+    with pd.option_context("display.width", 250, "display.max_columns", 20):
+        print(table.to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
