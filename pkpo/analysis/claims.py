@@ -2,8 +2,8 @@
 
 Each claim is a set of comparisons. A comparison is a contrast of arm means at one
 evaluation step, ``effect = sum_a c_a * mean_a`` over seeds (two arms: ``c = (+1, -1)``),
-with claimed sign +1. The rule (README, "What reproduces at small scale"), fixed before
-any result was looked at and the same for every setting:
+with claimed sign +1. The rule (docs/results-smollm2.md, "Verdicts by a declared rule"),
+fixed before any result was looked at and the same for every setting:
 
 1. **Test.** Welch's t over seeds: ``se = sqrt(sum_a c_a^2 s_a^2 / n_a)`` (``s_a`` the
    standard deviation over the arm's seeds, ddof = 1), ``t = effect / se``, degrees of

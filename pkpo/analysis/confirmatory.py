@@ -381,6 +381,19 @@ def confirmatory_grid(table: ConfirmatoryTable) -> Grid:
     return Grid(f"Confirmatory claims table: {protocol.name}", header, body, notes)
 
 
+def headline_grid(table: ConfirmatoryTable) -> Grid:
+    """The primary comparisons only: claim, verdict, comparison, effect with its 95 % CI and
+    P(A > B) -- the short form of :func:`confirmatory_grid`."""
+    full = confirmatory_grid(table)
+    keep = [0, 1, 3, 4, 5]
+    rows = [
+        [row[i] for i in keep]
+        for row, family in zip(full.body, table.rows["family"], strict=True)
+        if family == "primary"
+    ]
+    return Grid(full.title, [full.header[i] for i in keep], rows, full.notes[:1])
+
+
 def confirmatory_tidy(table: ConfirmatoryTable) -> pd.DataFrame:
     """The rows with the claim verdict beside each comparison (for the CSV)."""
     return table.rows.assign(claim_verdict=table.rows["claim"].map(table.claims))

@@ -4,7 +4,7 @@ No second copy of the weights exists, so ``sync_weights`` has nothing to do. Wor
 GPU. On GPU, ``cache_implementation: static`` with ``compile: true`` lets ``generate`` compile
 the decoding step (several times faster for long completions, after a compile per new shape);
 without compilation the static cache was no faster than the dynamic one on an H100 for
-32-token completions of a 135M model (experiments/RESULTS.md), where decoding is Python-bound.
+32-token completions of a 135M model (docs/benchmarks.md), where decoding is Python-bound.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ class SandboxConfig:
     ``cpu_time_s`` = 20 is about 4x the CPU time of the slowest test of the 974 MBPP and
     164 HumanEval reference solutions (``mbpp-123``: 3.4-3.9 s on an idle machine, up to
     5.1 s on a saturated one, where CPU time grows a little too; the next slowest takes
-    0.06 s; table in ``experiments/RESULTS.md``), so a correct program is not stopped by
+    0.06 s; table in ``docs/benchmarks.md``), so a correct program is not stopped by
     it, and a runaway loop costs at most 20 s of CPU per test."""
 
     cpu_time_s: int = 20
