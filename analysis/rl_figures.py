@@ -70,7 +70,7 @@ for key, (title, _) in FIGURES.items():
 
 # %%
 for protocol in A.find_protocols(params["runs"]):
-    runs = A.study_runs(df, protocol)
+    runs = A.runs_under(df, protocol.folder)
     arms = list(protocol.labels.values())
     title = f"Confirmatory study {protocol.name}: held-out progress per arm"
     png = report.figure_or_missing(
@@ -80,3 +80,22 @@ for protocol in A.find_protocols(params["runs"]):
     )
     if png is not None:
         display(Image(filename=str(png)))
+
+# %% [markdown]
+# ## Claim 7: Figure 8's analogue for the stall search
+# Held-out progress of each candidate's k_opt = 1 pilot (mean over its seeds, 95 % t band).
+
+# %%
+for criterion in A.find_searches(params["runs"]):
+    for candidate in criterion.candidates:
+        pilot = A.runs_under(df, criterion.folder / candidate)
+        if pilot.empty:
+            continue
+        title = f"Figure 8 analogue: {candidate} ({criterion.name}), held-out progress"
+        png = report.figure_or_missing(
+            f"fig8_{criterion.name}_{candidate}",
+            title,
+            partial(A.fig_held_out_progress, pilot, [criterion.label], title),
+        )
+        if png is not None:
+            display(Image(filename=str(png)))

@@ -85,9 +85,26 @@ for protocol in protocols:
     display(Markdown(report.table(study.key, grid, tidy=tidy, used_runs=study.used_runs)))
 if not protocols:
     report.missing("confirmatory", "Confirmatory claims table", "no protocol.yaml under the runs")
+# %% [markdown]
+# ## Claim 7: the stall search
+#
+# Every folder with a `criterion.yaml` is a search for a split where pass@1 optimisation
+# stalls, judged on the base model and the k_opt = 1 arm only by the committed criterion
+# (`pkpo/analysis/stall.py`); the verdict of claim 7 is in the table's notes.
+
+# %%
+searches = A.find_searches(params["runs"])
+for criterion in searches:
+    stall = A.stall_table(df, criterion)
+    key = f"claim7_{criterion.name}"
+    display(Markdown(report.table(key, A.stall_grid(stall), tidy=stall.rows)))
+if not searches:
+    report.missing("claim7", "Claim 7: stall search", "no criterion.yaml under the runs")
+
+# %%
 in_studies = set()
 for protocol in protocols:
-    in_studies |= set(A.study_runs(df, protocol)["run_dir"].astype(str))
+    in_studies |= set(A.runs_under(df, protocol.folder)["run_dir"].astype(str))
 exploratory = df[~df["run_dir"].astype(str).isin(in_studies).to_numpy()]
 
 # %% [markdown]

@@ -3,8 +3,9 @@
     python -m experiments.generate_docs
 
 Writes ``docs/generated/``: each confirmatory study's claims table and its figure, the
-pilot's exploratory claims table, and the stall search's table; and refreshes the block of
-the README between ``<!-- generated:headline -->`` and ``<!-- /generated -->``.
+pilot's exploratory claims table, the stall search's table, verdict and Figure 8 analogues;
+and refreshes the README's blocks between ``<!-- generated:headline -->`` (or
+``claim7``) and ``<!-- /generated -->``.
 ``tests/test_docs.py`` fails when a committed file differs from its regeneration.
 """
 
@@ -23,8 +24,7 @@ from pkpo import analysis as A  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "experiments" / "results"
 PILOT = RESULTS / "tiny_arith_noisy"
-STALL = RESULTS / "stall_search" / "search.md"
-HEADLINE = re.compile(r"(<!-- generated:headline -->\n).*?(<!-- /generated -->)", re.S)
+BLOCK = r"(<!-- generated:{} -->\n).*?(<!-- /generated -->)"
 
 
 def tables() -> dict[str, str]:
@@ -39,13 +39,23 @@ def tables() -> dict[str, str]:
     for model, task, n in A.settings(pilot):
         claims = A.claims_table(pilot, model, task, n)
         out[f"pilot_{claims.key}.md"] = A.to_markdown(A.claims_grid(claims))
-    if STALL.is_file():
-        out["stall_search.md"] = STALL.read_text(encoding="utf-8")
+    for criterion in A.find_searches([RESULTS]):
+        stall = A.stall_table(A.load_runs([criterion.folder]), criterion)
+        out[f"claim7_{criterion.name}.md"] = A.to_markdown(A.stall_grid(stall))
+        out[f"claim7_{criterion.name}_verdict.md"] = (
+            f"**Claim 7** (pass@k optimisation unblocks the hard split): **{stall.verdict}** "
+            f"({sum(stall.rows['meets_base'].fillna(False))} of {len(stall.rows)} candidate "
+            "splits met the base criterion; none of them stalled under k_opt = 1).\n"
+            if stall.chosen is None
+            else f"**Claim 7**: {stall.verdict}.\n"
+        )
     return out
 
 
-def readme_with(headline: str, readme: str) -> str:
-    return HEADLINE.sub(lambda m: m.group(1) + headline + m.group(2), readme)
+def readme_with(block: str, text: str, readme: str) -> str:
+    """``readme`` with the generated block ``block`` replaced by ``text``."""
+    pattern = re.compile(BLOCK.format(block), re.S)
+    return pattern.sub(lambda m: m.group(1) + text + m.group(2), readme)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,14 +65,26 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for name, text in tables().items():
         (args.out / name).write_text(text, encoding="utf-8")
+    readme_path = REPO / "README.md"
+    readme = readme_path.read_text(encoding="utf-8")
     for protocol in A.find_protocols([RESULTS]):
         runs = A.load_runs([protocol.folder])
         title = f"Confirmatory study {protocol.name}: held-out progress per arm"
         fig = A.fig_held_out_progress(runs, list(protocol.labels.values()), title)
         fig.savefig(args.out / f"confirmatory_{protocol.name}.png", dpi=110)
         headline = (args.out / f"confirmatory_{protocol.name}_headline.md").read_text()
-        readme = REPO / "README.md"
-        readme.write_text(readme_with(headline, readme.read_text(encoding="utf-8")))
+        readme = readme_with("headline", headline, readme)
+    for criterion in A.find_searches([RESULTS]):
+        runs = A.load_runs([criterion.folder])
+        for candidate in criterion.candidates:
+            pilot = A.runs_under(runs, criterion.folder / candidate)
+            if not pilot.empty:
+                title = f"Figure 8 analogue: {candidate} ({criterion.name}), held-out progress"
+                fig = A.fig_held_out_progress(pilot, [criterion.label], title)
+                fig.savefig(args.out / f"fig8_{criterion.name}_{candidate}.png", dpi=110)
+        verdict = (args.out / f"claim7_{criterion.name}_verdict.md").read_text()
+        readme = readme_with("claim7", verdict, readme)
+    readme_path.write_text(readme, encoding="utf-8")
     print(f"wrote {args.out}")
     return 0
 

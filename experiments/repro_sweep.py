@@ -1,4 +1,4 @@
-"""Run the small-scale reproduction sweep (issue 9): arms x seeds of ``pkpo-train``.
+"""Run a sweep of arms x seeds of ``pkpo-train`` (the small-scale reproductions, the studies).
 
 Each run is a plain ``python -m pkpo.train experiment=<preset> <arm overrides> seed=S``
 in its own folder ``<out>/<arm>_s<seed>``; several run at once on one GPU (a 135M model

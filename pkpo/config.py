@@ -23,13 +23,39 @@ class ConfigError(ValueError):
     """A bad configuration value; the message names the key."""
 
 
-def _positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
+def _lookup(cfg: DictConfig, key: str):
     value = cfg
     for part in key.split("."):
         value = value[part]
+    return value
+
+
+def _positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
+    value = _lookup(cfg, key)
     if not isinstance(value, int) or isinstance(value, bool) or value < (0 if allow_zero else 1):
         bound = ">= 0" if allow_zero else "a positive integer"
         raise ConfigError(f"{key} must be {bound}, got {value!r}")
+
+
+def _real(cfg: DictConfig, key: str, low: float, high: float = float("inf"), open_low=False):
+    """``key`` must be a number in [low, high] (``(low, high]`` with ``open_low``)."""
+    value = _lookup(cfg, key)
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not (value > low if open_low else value >= low) or value > high:
+        bracket = "(" if open_low else "["
+        raise ConfigError(f"{key} must be a number in {bracket}{low:g}, {high:g}], got {value!r}")
+
+
+# (key, lower bound, upper bound, lower bound excluded): the trainer's and sampler's numbers
+_REAL_RANGES = (
+    ("trainer.lr", 0.0, float("inf"), True),
+    ("trainer.weight_decay", 0.0, float("inf"), False),
+    ("trainer.clip_eps", 0.0, float("inf"), True),
+    ("trainer.max_grad_norm", 0.0, float("inf"), True),
+    ("trainer.kl_coef", 0.0, float("inf"), False),
+    ("trainer.entropy_coef", 0.0, float("inf"), False),
+    ("sampler.top_p", 0.0, 1.0, True),
+)
 
 
 def validate(cfg: DictConfig) -> None:
@@ -44,6 +70,18 @@ def validate(cfg: DictConfig) -> None:
         )
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    _positive(cfg, "trainer.warmup_steps", allow_zero=True)
+    _positive(cfg, "torch_threads", allow_zero=True)
+    _positive(cfg, "eval.problems", allow_zero=True)
+    for key, low, high, open_low in _REAL_RANGES:
+        _real(cfg, key, low, high, open_low)
+    betas = cfg.trainer.get("betas")
+    if betas is not None and (
+        len(betas) != 2 or not all(isinstance(b, int | float) and 0 <= b < 1 for b in betas)
+    ):
+        raise ConfigError(f"trainer.betas must be two numbers in [0, 1), got {list(betas)}")
+    if cfg.score_timeout_s is not None:
+        _real(cfg, "score_timeout_s", 0.0, open_low=True)
     if cfg.eval.problems:
         _positive(cfg, "eval.n")
     if cfg.sampler.max_new_tokens <= 0:
@@ -69,6 +107,10 @@ def validate(cfg: DictConfig) -> None:
         schedule = instantiate(cfg.schedule)
     except InstantiationException as e:
         raise ConfigError(f"schedule: {e}") from None
+    if isinstance(schedule, schedules.Step) and not 0 <= schedule.switch_step <= cfg.steps:
+        raise ConfigError(
+            f"schedule.switch_step must be in [0, steps={cfg.steps}], got {schedule.switch_step}"
+        )
     try:
         schedules.check_schedule(name, schedule, cfg.n, cfg.steps)
     except ValueError as e:

@@ -30,13 +30,14 @@ import hydra
 import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from pkpo import checkpoint, config, metrics
 from pkpo.logger import SCHEMA_VERSION, EventLog
-from pkpo.models import check_model, encode_prompts, load_policy
+from pkpo.models import ModelLoadError, check_model, encode_prompts, load_policy
 from pkpo.samplers import sampling_params
 from pkpo.scoring import Scorer
 from pkpo.tasks.base import Problem
@@ -352,8 +353,12 @@ def resolve_run(cfg: DictConfig) -> tuple[DictConfig, Path]:
 
 
 def dry_run(cfg: DictConfig) -> None:
-    """``dry_run=true``: validate the config and build the task with its splits, then stop
+    """``dry_run=true``: validate the config, check that the model's source exists (package,
+    folder, cache) and the ``resume`` folder, build the task with its splits, then stop
     (before the model loads and before a run folder is written)."""
+    check_model(cfg.model)
+    if cfg.resume and not (Path(cfg.resume).expanduser() / "config.yaml").is_file():
+        raise config.ConfigError(f"resume={cfg.resume}: no config.yaml in that folder")
     task = instantiate(cfg.task)
     train, held_out = task.load(cfg.task.train_split), task.load(cfg.task.eval_split)
     print(
@@ -390,10 +395,30 @@ def run(cfg: DictConfig) -> Path | None:
     return run_dir
 
 
+def user_error(err: Exception) -> str | None:
+    """The one line a bad config or an unloadable model gets (None: not a user error).
+    Hydra wraps a constructor's ``ValueError`` / ``TypeError``: its key and cause are kept."""
+    if isinstance(err, config.ConfigError | ModelLoadError):
+        return str(err)
+    if isinstance(err, InstantiationException):
+        cause = err.__cause__
+        if isinstance(cause, ValueError | TypeError):
+            key = str(err).rsplit("full_key:", 1)[-1].strip() if "full_key:" in str(err) else "?"
+            return f"{key}: {cause}"
+    return None
+
+
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    run(cfg)
+    try:
+        run(cfg)
+    except Exception as err:
+        line = user_error(err)
+        if line is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"pkpo-train: error: {' '.join(line.split())}", file=sys.stderr, flush=True)
+        sys.exit(2)
 
 
 def main() -> None:

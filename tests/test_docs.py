@@ -25,11 +25,18 @@ def test_the_committed_generated_tables_are_their_regeneration():
         assert committed.read_text(encoding="utf-8") == text, f"docs/generated/{name} is stale"
 
 
-def test_the_readme_headline_is_the_generated_one():
+@pytest.mark.parametrize(
+    ("block", "name"),
+    [
+        ("headline", "confirmatory_tiny_arith_confirmatory_headline.md"),
+        ("claim7", "claim7_stall_search_verdict.md"),
+    ],
+)
+def test_the_readme_blocks_are_the_generated_ones(block, name):
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    headline = GENERATED / "confirmatory_tiny_arith_confirmatory_headline.md"
-    assert generate_docs.readme_with(headline.read_text(encoding="utf-8"), readme) == readme
-    assert headline.read_text(encoding="utf-8").strip() in readme
+    text = (GENERATED / name).read_text(encoding="utf-8")
+    assert generate_docs.readme_with(block, text, readme) == readme
+    assert text.strip() in readme
 
 
 def test_the_readme_fits_on_a_screen_and_its_links_resolve():

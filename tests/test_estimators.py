@@ -61,7 +61,7 @@ def oracle_sloo_minus_one(g, k):
 
 
 def oracle_sloo_centred(g, k):
-    """Issue 8: each subset containing i centred on rho of the rewards without i."""
+    """Each subset containing i centred on rho of the rewards without i."""
     n = len(g)
     out = []
     for i in range(n):
@@ -143,7 +143,7 @@ def test_integer_rewards_are_not_truncated():
     g = np.array([0, 1, 2], dtype=np.int64)
     out = E.sloo(g, 2)
     assert out.dtype == np.float64
-    # Issue 8's worked example: [-1, -1, 1/3].
+    # A worked example: [-1, -1, 1/3].
     np.testing.assert_allclose(out, [-1.0, -1.0, 1.0 / 3.0], rtol=0, atol=1e-15)
 
 

