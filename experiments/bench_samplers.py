@@ -19,11 +19,12 @@ from dataclasses import dataclass
 import psutil
 import torch
 
-from pkpo.models import encode_prompts, load_policy
+from pkpo.config import group_config
+from pkpo.models import load_policy
+from pkpo.prompts import encode_prompts
 from pkpo.samplers import vllm_installed
 from pkpo.samplers.base import Sampler, SamplingParams
 from pkpo.samplers.hf import HFSampler
-from pkpo.train import group_config
 
 TOPICS = ["a dragon who bakes bread", "a lighthouse keeper", "a lost robot", "two rival chefs"]
 

@@ -22,9 +22,10 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 
+from pkpo.config import CONF_DIR
 from pkpo.ppo import pad_batch, token_logprobs
 from pkpo.samplers import sampling_params
-from pkpo.train import CONF_DIR, Run, problems_for_step
+from pkpo.train import Run, problems_for_step
 from pkpo.transforms import transform
 
 

@@ -40,7 +40,7 @@ from hydra import compose, initialize_config_dir
 from tqdm import tqdm
 
 from pkpo.arms import SWEEP_ARMS, sweep_arm
-from pkpo.train import CONF_DIR
+from pkpo.config import CONF_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 

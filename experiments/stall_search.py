@@ -30,8 +30,8 @@ from pkpo import pretrain
 from pkpo.analysis.render import to_markdown
 from pkpo.analysis.runs import load_runs
 from pkpo.analysis.stall import SEARCH_FILE, StallCriterion, stall_grid, stall_table
+from pkpo.config import CONF_DIR
 from pkpo.models import load_policy
-from pkpo.train import CONF_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 

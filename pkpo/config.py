@@ -8,15 +8,28 @@ Each check has one home, which the loop and the integrations share: batch sizes 
 
 from __future__ import annotations
 
+import importlib.resources
 import re
 import warnings
 
+from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 from pkpo import schedules, transforms
 from pkpo.trainers.update import check_batch_sizes
+
+CONF_DIR = str(importlib.resources.files("pkpo.conf"))
+"""The shipped Hydra configs (the repository's ``conf/``, installed as ``pkpo.conf``)."""
+
+
+def group_config(group: str, name: str) -> DictConfig:
+    """The config ``<group>/<name>`` (e.g. ``"model", "tiny_arith_noisy"``) as ``pkpo-train``
+    composes it, its defaults list resolved: a group config may inherit from another, so
+    reading its file alone is not enough."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("train", overrides=[f"{group}={name}"])[group]
 
 
 class ConfigError(ValueError):

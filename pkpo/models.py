@@ -23,23 +23,18 @@ A model config (``conf/model/*.yaml``) names where the weights come from:
   were built, so that ``pkpo-pretrain`` can rebuild them.
 
 ``lora`` (null or ``{r, alpha, dropout, target_modules}``) wraps the model with PEFT LoRA for
-the large models; ``iter_merged_weights`` then yields the merged full weights for samplers.
+the large models; ``pkpo.samplers.base.iter_merged_weights`` yields the merged full weights
+for samplers.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
 import importlib
 import importlib.metadata
 import importlib.resources
-import json
 import logging
 import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -53,11 +48,12 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from pkpo import pretrain
+from pkpo.cache import WEIGHTS_FILE, build_once, cache_root, file_sha256
+
 log = logging.getLogger(__name__)
 
 SOURCES = ("gguf_package", "hub", "pretrain", "local")
-WEIGHTS_FILE = "model.safetensors"
-_SOURCE_FILE = "pkpo_source.json"  # written last into a converted checkpoint
 _CONVERTER_VERSION = 2  # bump to invalidate cached conversions (2: BOS as the GGUF asks)
 _OFFLINE_VALUES = {"1", "ON", "YES", "TRUE"}
 
@@ -133,11 +129,6 @@ class ModelSpec:
         return cls(**raw)
 
 
-def cache_root() -> Path:
-    """Where converted checkpoints live: ``$PKPO_CACHE`` or ``~/.cache/pkpo``."""
-    return Path(os.environ.get("PKPO_CACHE", "~/.cache/pkpo")).expanduser()
-
-
 # ----------------------------------------------------------------------------- validation
 
 
@@ -151,10 +142,8 @@ def check_model(model_cfg: Mapping[str, Any]) -> None:
     if spec.source == "gguf_package":
         _check_gguf_package(spec)
     elif spec.source == "pretrain":
-        from pkpo.pretrain import check_config
-
         try:
-            check_config(spec.pretrain)
+            pretrain.check_config(spec.pretrain)
         except ValueError as err:
             raise ModelLoadError(f"model={spec.name}: {err}") from err
     elif spec.source == "local":
@@ -169,14 +158,6 @@ def local_folder(spec: ModelSpec) -> Path:
     if path.startswith("pkpo:"):
         return Path(str(importlib.resources.files("pkpo"))) / path.removeprefix("pkpo:")
     return Path(path).expanduser()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_local(spec: ModelSpec) -> None:
@@ -283,7 +264,7 @@ def load_policy(
     if spec.source == "gguf_package":
         checkpoint = converted_checkpoint(spec)
     elif spec.source == "pretrain":
-        checkpoint = pretrained_checkpoint(spec)
+        checkpoint = pretrain.cached_build(spec.name, spec.pretrain)
     elif spec.source == "local":
         checkpoint = local_folder(spec)
     else:
@@ -299,55 +280,12 @@ def load_policy(
 def converted_checkpoint(spec: ModelSpec) -> Path:
     """The cached HF checkpoint of a GGUF model, converting it first if needed.
 
-    Conversion happens once per (package version, file); see ``_build_once``.
+    Conversion happens once per (package version, file); see ``pkpo.cache.build_once``.
     """
     target = cache_root() / "models" / spec.name
-    return _build_once(
+    return build_once(
         target, _gguf_source_record(spec), "converting", lambda out: _convert_gguf(spec, out)
     )
-
-
-def pretrained_checkpoint(spec: ModelSpec) -> Path:
-    """The cached checkpoint of a ``source: pretrain`` model, training it first if needed.
-
-    The folder name carries a hash of the ``pretrain`` settings, so every setting has its
-    own build; see ``_build_once`` for the locking.
-    """
-    from pkpo import pretrain
-
-    record = pretrain.source_record(spec.pretrain)
-    target = cache_root() / "models" / f"{spec.name}-{pretrain.config_key(spec.pretrain)}"
-    return _build_once(target, record, "training", lambda out: pretrain.build(spec.pretrain, out))
-
-
-def _build_once(
-    target: Path, source: dict[str, Any], verb: str, build: Callable[[Path], Any]
-) -> Path:
-    """``target``, after ``build(folder)`` has written it unless it holds ``source`` already.
-
-    Concurrent callers (ranks, multirun jobs) serialise on a file lock and all but the first
-    find the finished folder. The folder appears atomically (written to a temporary sibling,
-    then renamed), with ``source`` recorded last.
-    """
-    models_dir = target.parent
-    if _is_converted(target, source):
-        return target
-    models_dir.mkdir(parents=True, exist_ok=True)
-    with _file_lock(models_dir / f".{target.name}.lock"):
-        if _is_converted(target, source):  # another process built it while we waited
-            return target
-        log.info("%s %s (%s) into %s", verb, target.name, source, target)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=models_dir))
-        try:
-            build(tmp)
-            (tmp / _SOURCE_FILE).write_text(json.dumps(source, indent=1))
-            tmp.chmod(0o755)  # mkdtemp made it private
-            if target.exists():  # stale: from another package version or builder
-                shutil.rmtree(target)
-            tmp.rename(target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def _gguf_source_record(spec: ModelSpec) -> dict[str, Any]:
@@ -358,21 +296,6 @@ def _gguf_source_record(spec: ModelSpec) -> dict[str, Any]:
         "gguf_file": spec.gguf_file,
         "converter": _CONVERTER_VERSION,
     }
-
-
-def _is_converted(target: Path, source: dict[str, Any]) -> bool:
-    record = target / _SOURCE_FILE
-    return record.is_file() and json.loads(record.read_text()) == source
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _gguf_path(spec: ModelSpec) -> Path:
@@ -439,74 +362,3 @@ def _apply_lora(model: PreTrainedModel, lora: LoraSpec) -> PreTrainedModel:
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)
-
-
-# ----------------------------------------------------------------------------- weights
-
-
-@torch.no_grad()
-def iter_merged_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield ``(hf_name, tensor)`` for every weight of ``model`` as a plain HF checkpoint names it.
-
-    For a PEFT LoRA model the adapters are merged on the fly (``W + scale * B @ A`` per
-    layer, computed by PEFT's own ``get_delta_weight``) without touching the model, and the
-    adapter tensors themselves are skipped: samplers load the merged weights into a plain
-    copy of the base architecture. Tensors are detached views of the live parameters except
-    where merged, so consume them before the next optimizer step.
-    """
-    from peft import PeftModel
-    from peft.tuners.lora import LoraLayer
-
-    if not isinstance(model, PeftModel):
-        yield from model.state_dict(keep_vars=False).items()
-        return
-    base = model.get_base_model()
-    deltas: dict[str, torch.Tensor] = {}
-    for module_name, module in base.named_modules():
-        if isinstance(module, LoraLayer) and not module.disable_adapters:
-            delta = sum(module.get_delta_weight(name) for name in module.active_adapters)
-            deltas[f"{module_name}.weight"] = delta
-    for name, tensor in base.state_dict().items():
-        if ".lora_" in name or "lora_embedding" in name:
-            continue
-        plain_name = name.replace(".base_layer.", ".")
-        delta = deltas.get(plain_name)
-        yield plain_name, tensor if delta is None else tensor + delta.to(tensor.dtype)
-
-
-# ----------------------------------------------------------------------------- prompts
-
-
-def encode_prompts(
-    tokenizer: PreTrainedTokenizerBase,
-    messages_list: Sequence[Sequence[Mapping[str, str]]],
-    use_chat_template: bool,
-) -> list[list[int]]:
-    """Token ids of each chat (``[{"role", "content"}, ...]``) as the policy's prompt.
-
-    With ``use_chat_template`` the tokenizer's chat template renders the chat with the
-    assistant turn opened (``add_generation_prompt=True``); otherwise (base models without a
-    template, e.g. Gemma-3-270M) the prompt is the messages' contents joined by blank lines
-    plus a newline, with the tokenizer's usual special tokens (BOS). Trainer and sampler both
-    use these ids, so they agree on the tokenization.
-    """
-    if use_chat_template and tokenizer.chat_template is None:
-        raise ValueError(
-            f"chat_template=true but the tokenizer of {tokenizer.name_or_path} has no chat "
-            "template; set chat_template: false in the model config"
-        )
-    encoded = []
-    for messages in messages_list:
-        if not messages:
-            raise ValueError("encode_prompts: got an empty message list")
-        if use_chat_template:
-            text = tokenizer.apply_chat_template(
-                list(messages), add_generation_prompt=True, tokenize=False
-            )
-            # the template already wrote any BOS token as text
-            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        else:
-            text = "\n\n".join(message["content"] for message in messages) + "\n"
-            ids = tokenizer(text)["input_ids"]
-        encoded.append(list(ids))
-    return encoded

@@ -43,6 +43,10 @@ from tokenizers.models import BPE
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from pkpo import metrics
+from pkpo.cache import WEIGHTS_FILE, build_once, cache_root, file_sha256
+from pkpo.prompts import encode_prompts
+from pkpo.samplers.base import SamplingParams
+from pkpo.samplers.hf import HFSampler
 from pkpo.tasks.arithmetic import ArithmeticTask
 from pkpo.tasks.base import Problem
 
@@ -161,8 +165,6 @@ def encode_examples(
 ) -> list[tuple[list[int], list[int]]]:
     """``(prompt ids, answer ids + EOS)`` of each problem, prompts as the RL loop sends them;
     the answers are ``targets`` when given, else the task's right answers."""
-    from pkpo.models import encode_prompts
-
     prompts = encode_prompts(tokenizer, [task.prompt(p) for p in problems], False)
     targets = [task.target(p) for p in problems] if targets is None else targets
     answers = tokenizer(targets, add_special_tokens=False)
@@ -291,10 +293,6 @@ def evaluate(
     max_new_tokens: int,
 ) -> dict[str, float]:
     """pass@k (and its s.e. over problems) of ``n`` temperature-1 samples per problem."""
-    from pkpo.models import encode_prompts
-    from pkpo.samplers import SamplingParams
-    from pkpo.samplers.hf import HFSampler
-
     sampler = HFSampler(model, tokenizer, batch_size=len(problems) * n)
     prompts = encode_prompts(tokenizer, [task.prompt(p) for p in problems], False)
     params = SamplingParams(temperature=1.0, max_new_tokens=max_new_tokens, seed=seed)
@@ -357,6 +355,14 @@ def build(cfg: Mapping[str, Any], out_dir: Path) -> dict[str, Any]:
     return report
 
 
+def cached_build(name: str, cfg: Mapping[str, Any]) -> Path:
+    """The cached checkpoint of the model ``cfg`` describes, training it first if needed:
+    ``<cache>/models/<name>-<config_key>/``, so every setting has its own build (built once,
+    under a lock: ``pkpo.cache.build_once``)."""
+    target = cache_root() / "models" / f"{name}-{config_key(cfg)}"
+    return build_once(target, source_record(cfg), "training", lambda out: build(cfg, out))
+
+
 def summary(report: Mapping[str, Any]) -> str:
     """One line per held-out set: pass@k +- s.e., and the parameter count and build time."""
     lines = [
@@ -381,25 +387,30 @@ def main(argv: list[str] | None = None) -> None:
     import sys
 
     from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
 
-    from pkpo.models import WEIGHTS_FILE, ModelSpec, file_sha256, pretrained_checkpoint
-    from pkpo.train import CONF_DIR
+    from pkpo.config import CONF_DIR
 
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     overrides = sys.argv[1:] if argv is None else argv
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("pretrain", overrides=overrides)
-    spec = ModelSpec.from_cfg(cfg.model)
-    if spec.pretrain is None:
-        raise SystemExit(f"model={spec.name} has no `pretrain` section to build from")
-    checkpoint = pretrained_checkpoint(spec)
+        model = compose("pretrain", overrides=overrides).model
+    if model.get("pretrain") is None:
+        raise SystemExit(f"model={model.name} has no `pretrain` section to build from")
+    cfg = OmegaConf.to_container(model.pretrain, resolve=True)
+    try:
+        check_config(cfg)
+    except ValueError as err:
+        raise SystemExit(f"model={model.name}: {err}") from None
+    checkpoint = cached_build(model.name, cfg)
     report = json.loads((checkpoint / REPORT_FILE).read_text())
     print(f"[pkpo-pretrain] {checkpoint}\n{summary(report)}", flush=True)
-    if spec.sha256 is not None:
+    pinned = model.get("sha256")
+    if pinned is not None:
         built = file_sha256(checkpoint / WEIGHTS_FILE)
-        same = "matches" if built == spec.sha256 else "differs from"
+        same = "matches" if built == pinned else "differs from"
         print(
-            f"[pkpo-pretrain] {WEIGHTS_FILE} sha256 {built} {same} the pinned {spec.sha256} "
+            f"[pkpo-pretrain] {WEIGHTS_FILE} sha256 {built} {same} the pinned {pinned} "
             "(a rebuild is bit-identical only on the same kind of CPU and thread count)",
             flush=True,
         )

@@ -16,7 +16,6 @@ trainer, logger. ``pkpo-train resume=<run folder>`` (or re-running with the same
 
 from __future__ import annotations
 
-import importlib.resources
 import logging
 import os
 import random
@@ -29,15 +28,16 @@ from typing import Any
 import hydra
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from pkpo import checkpoint, config, metrics
+from pkpo.config import CONF_DIR
 from pkpo.logger import SCHEMA_VERSION, EventLog
-from pkpo.models import ModelLoadError, check_model, encode_prompts, load_policy
+from pkpo.models import ModelLoadError, check_model, load_policy
+from pkpo.prompts import encode_prompts
 from pkpo.samplers import sampling_params
 from pkpo.scoring import Scorer
 from pkpo.tasks.base import Problem
@@ -45,18 +45,9 @@ from pkpo.trainers.base import Rollout
 from pkpo.transforms import transform
 
 log = logging.getLogger("pkpo.train")
+
+
 # the configs ship as the package pkpo.conf (the repository's conf/ in a checkout)
-CONF_DIR = str(importlib.resources.files("pkpo.conf"))
-
-
-def group_config(group: str, name: str) -> DictConfig:
-    """The config ``<group>/<name>`` (e.g. ``"model", "tiny_arith_noisy"``) as ``pkpo-train``
-    composes it, its defaults list resolved: a group config may inherit from another, so
-    reading its file alone is not enough."""
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("train", overrides=[f"{group}={name}"])[group]
-
-
 class Timer:
     """Wall time per phase of one step."""
 
@@ -389,7 +380,7 @@ def run(cfg: DictConfig) -> Path | None:
     loop = Run(cfg, run_dir)
     loop.train()
     if loop.trainer.is_main:  # the closing summary: what the run did, and its figure
-        from pkpo.analysis import summary  # pandas, scipy, matplotlib: loaded only here
+        from pkpo import summary  # pandas, scipy, matplotlib: loaded only here
 
         print(summary.summarize(run_dir), flush=True)
     return run_dir

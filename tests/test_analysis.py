@@ -28,6 +28,7 @@ import yaml
 from pkpo import analysis as A
 from pkpo.analysis import cli as analyze
 from pkpo.analysis.figures import _seed_counts
+from pkpo.logger import EventLogWarning, dedupe_records, read_events
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_RUNS = REPO / "tests" / "fixtures" / "runs"
@@ -243,8 +244,8 @@ def test_read_events_skips_corrupted_lines_with_a_warning(tmp_path: Path) -> Non
             '{"event": "train", "step": 3, "pass@1": 0.',  # cut short by a crash
         ],
     )
-    with pytest.warns(A.AnalysisWarning) as caught:
-        records = A.read_events(path)
+    with pytest.warns(EventLogWarning) as caught:
+        records = read_events(path)
     messages = [str(w.message) for w in caught]
     assert any(":3: unreadable line" in m for m in messages)
     assert any(":4: line without an 'event'" in m for m in messages)
@@ -265,7 +266,7 @@ def test_dedupe_keeps_the_last_record_of_each_event_step_and_split() -> None:
         {"event": "start"},
         {"event": "train", "step": 1, "v": "new"},
     ]
-    kept = A.dedupe_records(records)
+    kept = dedupe_records(records)
     assert [r.get("v") for r in kept] == [None, "test", "val", None, "new"]
 
 
@@ -474,7 +475,7 @@ def test_corrupted_final_line_warns_and_the_rest_is_read(run_folders: Path, tmp_
     copy = copy_runs(run_folders, tmp_path)
     with open(event_logs(copy)[0], "a", encoding="utf-8") as log:
         log.write('{"event": "train", "step": 1000000, "pass@1": 0.')
-    with pytest.warns(A.AnalysisWarning, match="unreadable line"):
+    with pytest.warns(EventLogWarning, match="unreadable line"):
         damaged = A.load_runs([copy])
     columns = [c for c in clean.columns if c != "run_dir"]
     pd.testing.assert_frame_equal(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -150,3 +152,43 @@ def test_the_committed_protocol_parses():
     claims = {c.claim for c in protocol.families["primary"]}
     assert claims == {"1", "2", "3", "4", "5", "6"}
     assert len(set(protocol.seeds)) == len(protocol.seeds) and min(protocol.seeds) >= 1000
+
+
+STUDY = Path(__file__).parents[1] / "experiments" / "results" / "tiny_arith_confirmatory"
+
+
+def _events(run: str) -> list[dict]:
+    lines = (STUDY / run / "events.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def _pass_at_8(run: str) -> float:
+    final = [e for e in _events(run) if e["event"] == "eval" and e["step"] == 150]
+    return 100 * final[-1]["pass@8"]
+
+
+def _entropy(run: str) -> float:  # mean of the 10 train steps before the final eval
+    steps = {e["step"]: e["entropy"] for e in _events(run) if e["event"] == "train"}
+    return float(np.mean([steps[s] for s in range(140, 150)]))
+
+
+@pytest.mark.slow
+def test_two_claims_of_the_committed_study_recomputed_by_hand():
+    from pkpo.analysis import confirmatory_table, load_runs
+
+    protocol = confirmatory.Protocol.load(STUDY / confirmatory.PROTOCOL_FILE)
+    table = confirmatory_table(load_runs([STUDY]), protocol)
+    primary = table.rows[table.rows["family"] == "primary"].reset_index(drop=True)
+    for claim, value in (("1", _pass_at_8), ("3", _entropy)):
+        k8 = np.array([value(f"k8_s{s}") for s in protocol.seeds])
+        k1 = np.array([value(f"k1_s{s}") for s in protocol.seeds])
+        row = primary[primary["claim"] == claim].iloc[0]
+        assert row["n"] == len(protocol.seeds)
+        assert row["effect"] == pytest.approx(float(np.mean(k8 - k1)), rel=1e-9)
+        assert row["p"] == pytest.approx(stats.ttest_rel(k8, k1).pvalue, rel=1e-9)
+    # Holm by hand over the seven primary p-values: the i-th smallest times (m - i + 1),
+    # running maximum, capped at 1
+    p = primary["p"].to_numpy()
+    order = np.argsort(p)
+    adjusted = np.maximum.accumulate(np.minimum(1, (len(p) - np.arange(len(p))) * p[order]))
+    np.testing.assert_allclose(primary["p_holm"].to_numpy()[order], adjusted, rtol=1e-12)

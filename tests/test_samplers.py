@@ -17,7 +17,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from pkpo.models import encode_prompts, load_policy
+from pkpo.models import load_policy
+from pkpo.prompts import encode_prompts
 from pkpo.samplers import make_sampler, sampling_params
 from pkpo.samplers.base import Completion, SamplingParams, check_generate_args
 from pkpo.samplers.hf import HFSampler

@@ -215,8 +215,8 @@ def test_paper_preset_composes_validates_and_uses_real_keys(name):
     from hydra import compose, initialize_config_dir
 
     from pkpo import config
+    from pkpo.config import CONF_DIR
     from pkpo.samplers.vllm import VLLMSampler
-    from pkpo.train import CONF_DIR
     from pkpo.trainers.deepspeed import DeepSpeedEngine
     from pkpo.trainers.local import LocalEngine
     from pkpo.trainers.update import PPOTrainer
@@ -245,7 +245,7 @@ def test_paper_preset_composes_validates_and_uses_real_keys(name):
 def test_submitit_launcher_config_defaults():
     from hydra import compose, initialize_config_dir
 
-    from pkpo.train import CONF_DIR
+    from pkpo.config import CONF_DIR
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(

@@ -1,4 +1,4 @@
-"""The closing summary pkpo-train prints and the figure it draws (pkpo/analysis/summary.py),
+"""The closing summary pkpo-train prints and the figure it draws (pkpo/summary.py),
 on an events.jsonl written by hand here; expected numbers are computed by hand."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pkpo.analysis import summary
-from pkpo.analysis.runs import read_events
+from pkpo import summary
+from pkpo.logger import read_events
 
 
 def _write(run_dir: Path, records: list[dict]) -> Path:

@@ -14,13 +14,13 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from experiments.bench_scoring import cpu_hogs
+from pkpo.config import group_config
 from pkpo.sandbox import available_isolation
 from pkpo.tasks import resolve_data_path
 from pkpo.tasks.arc import ArcTask, arc_path
 from pkpo.tasks.arithmetic import ArithmeticTask, BasicArithmeticTask
 from pkpo.tasks.base import Task
 from pkpo.tasks.math import GSM8KTask, MathTask
-from pkpo.train import group_config
 
 REPO = Path(__file__).parents[1]
 DATA = REPO / ".." / "shared" / "data"

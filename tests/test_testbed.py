@@ -22,8 +22,11 @@ from omegaconf import OmegaConf
 from transformers import AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from pkpo import models, pretrain
-from pkpo.models import ModelLoadError, encode_prompts, load_policy, pretrained_checkpoint
+from pkpo.cache import cache_root
+from pkpo.config import group_config
+from pkpo.models import ModelLoadError, load_policy
 from pkpo.pretrain import source_record
+from pkpo.prompts import encode_prompts
 from pkpo.samplers.base import SamplingParams
 from pkpo.samplers.hf import HFSampler
 from pkpo.tasks.arithmetic import (
@@ -33,7 +36,6 @@ from pkpo.tasks.arithmetic import (
     in_pool,
 )
 from pkpo.tasks.base import Problem
-from pkpo.train import group_config
 
 CONF = Path(__file__).parents[1] / "conf"
 MODEL = OmegaConf.load(CONF / "model" / "tiny_arith.yaml")
@@ -48,6 +50,11 @@ TINY.pretrain.eval.update(problems=3, n=2)
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _build(cfg) -> Path:
+    """The cached build of a ``source: pretrain`` model config (trained on first use)."""
+    return pretrain.cached_build(cfg.name, models.ModelSpec.from_cfg(cfg).pretrain)
 
 
 @pytest.fixture
@@ -90,10 +97,10 @@ def teacher_forced(model, prompt: list[int], completion: list[int]) -> torch.Ten
 
 
 def test_same_config_builds_the_same_weights_and_another_seed_does_not(cache, monkeypatch):
-    first = pretrained_checkpoint(models.ModelSpec.from_cfg(TINY))
+    first = _build(TINY)
     monkeypatch.setenv("PKPO_CACHE", str(cache.parent / "other_cache"))
-    second = pretrained_checkpoint(models.ModelSpec.from_cfg(TINY))
-    reseeded = pretrained_checkpoint(models.ModelSpec.from_cfg(_with_seed(TINY, 1)))
+    second = _build(TINY)
+    reseeded = _build(_with_seed(TINY, 1))
     assert first != second and first.name == second.name  # two builds, same key
     assert reseeded.name != first.name
     a, b, c = _state(first), _state(second), _state(reseeded)
@@ -108,18 +115,17 @@ def test_same_config_builds_the_same_weights_and_another_seed_does_not(cache, mo
 
 
 def test_a_cached_build_is_not_trained_again(cache, monkeypatch):
-    spec = models.ModelSpec.from_cfg(TINY)
-    checkpoint = pretrained_checkpoint(spec)
+    checkpoint = _build(TINY)
 
     def no_training(*args):
         raise AssertionError("trained again although the cache holds this config")
 
     monkeypatch.setattr(pretrain, "build", no_training)
-    assert pretrained_checkpoint(spec) == checkpoint
+    assert _build(TINY) == checkpoint
     changed = copy.deepcopy(TINY)
     changed.pretrain.optim.lr = 2 * TINY.pretrain.optim.lr
     with pytest.raises(AssertionError, match="trained again"):
-        pretrained_checkpoint(models.ModelSpec.from_cfg(changed))
+        _build(changed)
 
 
 def test_bad_pretrain_configs_are_named():
@@ -243,7 +249,7 @@ def test_model_loads_as_a_plain_llama_of_the_configured_size(tiny_policy):
     assert isinstance(model, LlamaForCausalLM)
     assert sum(p.numel() for p in model.parameters()) == expected
     assert model.training and all(p.requires_grad for p in model.parameters())
-    assert checkpoint.parent == models.cache_root() / "models"
+    assert checkpoint.parent == cache_root() / "models"
 
 
 def test_full_config_has_about_a_million_parameters():

@@ -121,7 +121,7 @@ def test_unknown_scale_is_refused_by_the_transform_and_the_config(tmp_path) -> N
     from hydra import compose, initialize_config_dir
 
     from pkpo import config as C
-    from pkpo.train import CONF_DIR
+    from pkpo.config import CONF_DIR
 
     with pytest.raises(ValueError, match="unknown transform scale 'loo_scale'; choose one of"):
         T.transform("pkpo_sloo_minus_one", np.zeros((1, 4)), 2, scale="loo_scale")

@@ -45,10 +45,9 @@ from scipy import stats
 
 from pkpo.arms import ANNEAL_K, TANG, annealed_label, arm_label, k_opt_label
 
-from .errors import warn
 from .render import Grid
 from .style import display_model, display_task
-from .tables import held_out, setting_frame
+from .tables import held_out, one_run_per_seed, setting_frame
 
 MIN_SEEDS = 3
 """Seeds every arm of a comparison needs for a verdict other than inconclusive."""
@@ -288,15 +287,6 @@ def claim_verdict(verdicts: Sequence[str]) -> str:
 # ---------------------------------------------------------------------- per-run values
 
 
-def _one_run_per_seed(runs: pd.DataFrame, where: str) -> pd.DataFrame:
-    """Per (arm, seed), the run that trained longest; a duplicate warns."""
-    runs = runs.sort_values(["reach", "run"], ascending=[False, True])
-    duplicate = runs.duplicated(["arm", "seed"], keep="first")
-    for row in runs[duplicate].itertuples():
-        warn(f"{where}: {row.run} repeats seed {row.seed} of {row.arm}; the longer run is used")
-    return runs[~duplicate]
-
-
 def run_values(sub: pd.DataFrame, evals: pd.DataFrame, comparison: Comparison, step: int):
     """One row per run with a held-out eval at ``step``: run, arm, seed, value.
 
@@ -379,10 +369,7 @@ def claims_table(df: pd.DataFrame, model: str, task: str, n: int) -> ClaimsTable
     sub = setting_frame(df, model, task, n).copy()
     sub["arm"] = sub["arm"].astype(str)
     evals = held_out(sub)
-    reach = sub[sub["event"] == "train"].groupby(sub["run"].astype(str))["step"].max()
-    runs = sub[["run", "arm", "seed"]].drop_duplicates().astype({"run": str})
-    runs["reach"] = runs["run"].map(reach).fillna(-1)
-    kept = set(_one_run_per_seed(runs, where)["run"])
+    kept, _ = one_run_per_seed(sub, where)
     sub = sub[sub["run"].astype(str).isin(kept)]
     evals = evals[evals["run"].astype(str).isin(kept)]
 
@@ -392,7 +379,7 @@ def claims_table(df: pd.DataFrame, model: str, task: str, n: int) -> ClaimsTable
         if m.startswith("pass@") and m.split("@")[1].isdigit()
     ) or [1]
     constant = sub.loc[sub["schedule"].astype(str) == "constant", "arm"]
-    ks = [int(a.split("=")[1]) for a in set(constant) if a in {k_opt_label(k) for k in range(1, n)}]
+    ks = [k for k in range(1, n) if k_opt_label(k) in set(constant)]
     annealed = sub[sub["arm"].isin([ANNEALED, ANNEALED_LOO])]["switch_step"].dropna()
     switch = int(annealed.min()) if len(annealed) else 1
     zoo_arms = {arm for c in zoo_comparisons(max(k_evals)) for arm in c.arms}

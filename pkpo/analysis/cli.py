@@ -28,8 +28,8 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
 import pkpo.notebooks
+from pkpo.logger import EventLogWarning
 
-from .errors import AnalysisWarning
 from .notebook import PARAMS_ENV
 from .report import write_index
 from .runs import run_inventory, runs_frame, scan_runs
@@ -98,9 +98,9 @@ def scan_with_warnings(
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """(long runs frame, inventory, warning messages); each warning is also logged."""
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", AnalysisWarning)
+        warnings.simplefilter("always", EventLogWarning)  # AnalysisWarning is one too
         runs = scan_runs(paths, stale_after_s=stale_after_s)
-    messages = [str(w.message) for w in caught if issubclass(w.category, AnalysisWarning)]
+    messages = [str(w.message) for w in caught if issubclass(w.category, EventLogWarning)]
     for message in messages:
         log.warning("%s", message)
     return runs_frame(runs), run_inventory(runs, split), messages

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import warnings
 
+from pkpo.logger import EventLogWarning
 
-class AnalysisWarning(UserWarning):
+
+class AnalysisWarning(EventLogWarning):
     """A log read partially or with defaults (corrupted line, missing key, duplicate seed)."""
 
 

@@ -8,7 +8,6 @@ per run.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Iterable, Sequence
@@ -21,6 +20,7 @@ import pandas as pd
 import yaml
 
 from pkpo.arms import PAPER_SCALE, arm_label
+from pkpo.logger import read_events
 
 from .errors import warn
 
@@ -41,44 +41,6 @@ CONFIG_COLUMNS = (
     "scale",
     "arm",
 )
-
-
-def read_events(path: str | Path) -> list[dict[str, Any]]:
-    """The records of one ``events.jsonl``, resume duplicates removed (:func:`dedupe_records`).
-
-    A line that is not a JSON object with an ``event`` (a line cut short by a crash, or
-    two lines fused by a resume after one) is skipped with an :class:`AnalysisWarning`.
-    """
-    path = Path(path)
-    records = []
-    with open(path, encoding="utf-8", errors="replace") as lines:
-        for lineno, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                warn(f"{path}:{lineno}: unreadable line skipped ({err.msg}): {line[:80]!r}")
-                continue
-            if not isinstance(record, dict) or not isinstance(record.get("event"), str):
-                warn(f"{path}:{lineno}: line without an 'event' field skipped")
-                continue
-            records.append(record)
-    return dedupe_records(records)
-
-
-def dedupe_records(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Keep the last record of each (event, step, split), in file order.
-
-    A resumed run replays the steps after its last checkpoint, so the later record of a
-    step is the one whose model state continued; records without a step are all kept.
-    """
-    last: dict[tuple[Any, ...], int] = {}
-    for i, record in enumerate(records):
-        step = record.get("step")
-        key = ("", i) if step is None else (record["event"], step, record.get("split"))
-        last[key] = i
-    return [records[i] for i in sorted(last.values())]
 
 
 @dataclass(frozen=True)

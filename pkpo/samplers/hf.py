@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from transformers import (
@@ -91,6 +92,13 @@ class HFSampler:
         self.pad_id = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
         )
+
+    @classmethod
+    def for_policy(
+        cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, checkpoint: Any, **options
+    ) -> HFSampler:
+        """The loop's constructor (``make_sampler``): generates with the policy object itself."""
+        return cls(model, tokenizer, **options)
 
     def generate(
         self, prompt_ids: list[list[int]], n: int, params: SamplingParams

@@ -8,7 +8,7 @@ reference, and vLLM's in-place reload (``model.load_weights`` wrapped in its lay
 reload, which re-runs the post-load processing such as the CPU GEMM weight packing) copies
 them into the engine's own parameters. Afterwards the prefix cache is reset: its KV blocks
 were computed with the old weights. PEFT LoRA models are synced as merged full weights
-(``pkpo.models.iter_merged_weights``), so the engine needs no LoRA support.
+(``pkpo.samplers.base.iter_merged_weights``), so the engine needs no LoRA support.
 
 Requirements and caveats:
 
@@ -42,12 +42,12 @@ import os
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from pkpo.models import iter_merged_weights
-from pkpo.samplers.base import Completion, SamplingParams, check_generate_args
+from pkpo.samplers.base import Completion, SamplingParams, check_generate_args, iter_merged_weights
 
 log = logging.getLogger(__name__)
 SLEEP_TAGS = ("weights", "kv_cache")  # what vLLM's sleep mode releases
@@ -55,6 +55,14 @@ SLEEP_TAGS = ("weights", "kv_cache")  # what vLLM's sleep mode releases
 
 class VLLMSampler:
     """Samples with ``vllm.LLM``; see the module docstring. One engine per process."""
+
+    @classmethod
+    def for_policy(
+        cls, model: Any, tokenizer: Any, checkpoint: str | Path, **options
+    ) -> VLLMSampler:
+        """The loop's constructor (``make_sampler``): an engine over the policy's checkpoint
+        folder, which then receives the trained weights through ``sync_weights``."""
+        return cls(checkpoint, **options)
 
     def __init__(
         self,

@@ -3,7 +3,7 @@ it draws beside the log (``<run>/progress.png``: held-out pass@k and training re
 
 Both take the records of the run's ``events.jsonl`` (schema in :mod:`pkpo.logger`), which
 :func:`summarize` reads once; so they also work on a finished run folder:
-``python -m pkpo.analysis.summary <run folder>``.
+``python -m pkpo.summary <run folder>``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pkpo.analysis.runs import read_events
+from pkpo.logger import read_events
 
 FIGURE = "progress.png"
 WINDOW = 10  # train steps averaged at the start and at the end of a run
@@ -143,7 +143,7 @@ def plot_progress(events: Sequence[dict[str, Any]], run_dir: Path) -> Path | Non
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m pkpo.analysis.summary RUN_DIR [RUN_DIR ...]``: draw and print each summary."""
+    """``python -m pkpo.summary RUN_DIR [RUN_DIR ...]``: draw and print each summary."""
     for run_dir in sys.argv[1:] if argv is None else argv:
         print(summarize(run_dir), flush=True)
 
