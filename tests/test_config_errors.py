@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -31,20 +32,20 @@ BAD = [  # (override, what the line must name)
 ]
 
 
-def _run(override: str, dry: bool) -> subprocess.CompletedProcess:
+def _run(override: str, dry: bool, out: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     args = [sys.executable, "-m", "pkpo.train", "experiment=tiny_arith_noisy", *override.split()]
     if dry:
         args.append("dry_run=true")
-    args.append("hydra.run.dir=${oc.env:TMPDIR,/tmp}/pkpo-bad-config")
+    args.append(f"hydra.run.dir={out}")
     return subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("dry", [True, False], ids=["dry_run", "run"])
-def test_each_bad_config_gets_one_line_and_a_non_zero_exit(dry):
+def test_each_bad_config_gets_one_line_and_a_non_zero_exit(dry, tmp_path):
     with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda case: _run(case[0], dry), BAD))
+        results = list(pool.map(lambda case: _run(case[0], dry, tmp_path / "run"), BAD))
     for (override, key), done in zip(BAD, results, strict=True):
         lines = [line for line in done.stderr.splitlines() if line.startswith("pkpo-train: error:")]
         assert done.returncode == 2, (override, done.returncode, done.stderr[-2000:])
