@@ -106,7 +106,9 @@ def _weights(kind: str, n: int, k: int, like: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------- input handling
 
 
-def _check_k(k: object, n: int, name: str) -> int:
+def check_k(k: object, n: int, name: str) -> int:
+    """``k`` as an int if it is an integer in ``[1, n]``, else a ValueError naming ``name``
+    (the one home of this check: estimators, transforms, schedules and the adapters)."""
     if isinstance(k, bool) or not isinstance(k, numbers.Integral):
         raise ValueError(f"{name}: k must be an integer, got {k!r} ({type(k).__name__})")
     k = int(k)
@@ -164,7 +166,7 @@ def _prepare(
     g: np.ndarray | torch.Tensor, k: object, name: str, check_finite: bool = False
 ) -> tuple[torch.Tensor, bool, int]:
     t, is_numpy = as_float_tensor(g, name, check_finite)
-    return t, is_numpy, _check_k(k, t.shape[-1], name)
+    return t, is_numpy, check_k(k, t.shape[-1], name)
 
 
 def _require_subsets_without_i(k: int, n: int, name: str) -> None:
@@ -192,7 +194,9 @@ def _check_finite(t: torch.Tensor, name: str) -> None:
         )
 
 
-def _restore(out: torch.Tensor, like: np.ndarray | torch.Tensor, is_numpy: bool) -> Array:
+def restore(out: torch.Tensor, like: np.ndarray | torch.Tensor, is_numpy: bool) -> Array:
+    """``out`` in the caller's type: numpy if the input was, else a tensor of the input's
+    floating dtype."""
     if is_numpy:
         return out.numpy()
     if like.is_floating_point() and out.dtype != like.dtype:
@@ -327,7 +331,7 @@ def pass_at_k(
             f"pass_at_k: need n >= 1 and 0 <= c <= n; at index {i} n={nn.flat[i]}, c={cc.flat[i]}"
         )
     n_max = int(nn.max()) if nn.size else 1
-    k = _check_k(k, int(nn.min()) if nn.size else n_max, "pass_at_k")
+    k = check_k(k, int(nn.min()) if nn.size else n_max, "pass_at_k")
     log_prod = _log_fail_products(n_max, k)
     log_ratio = (log_prod[nn] - log_prod[nn - cc]).astype(np.float64)
     out = np.where(nn - cc < k, 1.0, -np.expm1(log_ratio)) + 0.0  # + 0.0: no -0.0
@@ -343,7 +347,7 @@ def rho(g: Array, k: int) -> Array:
     maximum; n = 1 (with k = 1) returns the reward itself.
     """
     t, is_numpy, k = _prepare(g, k, "rho")
-    return _restore(_rho_sorted(_Sorted(t, "rho").values, k), g, is_numpy)
+    return restore(_rho_sorted(_Sorted(t, "rho").values, k), g, is_numpy)
 
 
 def s(g: Array, k: int) -> Array:
@@ -355,7 +359,7 @@ def s(g: Array, k: int) -> Array:
     ``max(g)``. For 0/1 rewards this equals ``binary_weights`` (Eq. 8).
     """
     t, is_numpy, k = _prepare(g, k, "s")
-    return _restore(_apply(t, "s", k, None, 0.0), g, is_numpy)
+    return restore(_apply(t, "s", k, None, 0.0), g, is_numpy)
 
 
 def sloo(g: Array, k: int) -> Array:
@@ -373,7 +377,7 @@ def sloo(g: Array, k: int) -> Array:
     t, is_numpy, k = _prepare(g, k, "sloo")
     n = t.shape[-1]
     _require_subsets_without_i(k, n, "sloo")
-    return _restore(_apply(t, "sloo", k, k, k / (n - 1)), g, is_numpy)
+    return restore(_apply(t, "sloo", k, k, k / (n - 1)), g, is_numpy)
 
 
 def sloo_centred(g: Array, k: int) -> Array:
@@ -388,7 +392,7 @@ def sloo_centred(g: Array, k: int) -> Array:
     t, is_numpy, k = _prepare(g, k, "sloo_centred")
     n = t.shape[-1]
     _require_subsets_without_i(k, n, "sloo_centred")
-    return _restore(_apply(t, "sloo_centred", k, k, k / n), g, is_numpy)
+    return restore(_apply(t, "sloo_centred", k, k, k / n), g, is_numpy)
 
 
 def sloo_minus_one(g: Array, k: int) -> Array:
@@ -407,7 +411,7 @@ def sloo_minus_one(g: Array, k: int) -> Array:
             "sloo(g, 1), sloo_centred(g, 1) or the 'loo' transform (Eq. 26), which the paper "
             "uses for k_opt=1"
         )
-    return _restore(_apply(t, "sloo_minus_one", k, k - 1, k / t.shape[-1]), g, is_numpy)
+    return restore(_apply(t, "sloo_minus_one", k, k - 1, k / t.shape[-1]), g, is_numpy)
 
 
 def check_binary(t: torch.Tensor, name: str, hint: str) -> None:
@@ -442,7 +446,7 @@ def binary_weights(f: Array, k: int) -> Array:
     else:
         wrong = torch.zeros_like(t)
     out = (k / n) * torch.where(t == 1, torch.ones_like(t), wrong.expand_as(t))
-    return _restore(out, f, is_numpy)
+    return restore(out, f, is_numpy)
 
 
 def _apply(t: torch.Tensor, name: str, k: int, k_base: int | None, scale: float) -> torch.Tensor:

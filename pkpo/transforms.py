@@ -128,10 +128,6 @@ def rescale(advantages: Rewards, name: str, k: int, scale: str) -> Rewards:
     return advantages / carried_scale(name, advantages.shape[-1], k)
 
 
-def _restore(out: torch.Tensor, is_numpy: bool) -> Rewards:
-    return out.numpy() if is_numpy else out
-
-
 def _binary(rewards: Rewards, name: str) -> tuple[torch.Tensor, bool]:
     """``as_float_tensor`` plus a check that every reward is 0 or 1, naming the first other
     (NaN and inf included, so no separate finiteness pass)."""
@@ -162,7 +158,7 @@ def _need_n(t: torch.Tensor, n_min: int, name: str, why: str) -> int:
 def raw(rewards: Rewards, k: int) -> Rewards:
     """The rewards themselves (REINFORCE without a baseline), as floats. Alias: ``none``."""
     t, is_numpy = E.as_float_tensor(rewards, "raw")
-    return _restore(t.clone(), is_numpy)
+    return E.restore(t.clone(), t, is_numpy)
 
 
 @register("loo", uses_k=False)
@@ -170,7 +166,7 @@ def loo(rewards: Rewards, k: int) -> Rewards:
     """Eq. 26: ``g_i - mean_{j != i} g_j``, the paper's k_opt = 1 baseline. Needs n >= 2."""
     t, is_numpy = E.as_float_tensor(rewards, "loo")
     n = _need_n(t, 2, "loo", "to leave one out")
-    return _restore(t - (t.sum(-1, keepdim=True) - t) / (n - 1), is_numpy)
+    return E.restore(t - (t.sum(-1, keepdim=True) - t) / (n - 1), t, is_numpy)
 
 
 def _eq19_scale(n: int, k: int) -> float:
@@ -231,13 +227,13 @@ def maxpo(rewards: Rewards, k: int) -> Rewards:
     solution), so k = n raises ValueError.
     """
     t, is_numpy = E.as_float_tensor(rewards, "maxpo")  # so a bad reward names maxpo
-    E._check_k(k, t.shape[-1], "maxpo")
+    E.check_k(k, t.shape[-1], "maxpo")
     if k == t.shape[-1]:
         raise ValueError(
             f"maxpo: k=n={k} leaves no size-k subset without sample i, and at k = n no "
             "exactly centred unbiased baseline exists; use k < n, or tang/grpo_passk for k = n"
         )
-    return _restore(E.sloo_centred(t, k), is_numpy)
+    return E.restore(E.sloo_centred(t, k), t, is_numpy)
 
 
 @register("maxrl", uses_k=False)
@@ -258,7 +254,7 @@ def maxrl(rewards: Rewards, k: int) -> Rewards:
     mean = t.mean(-1, keepdim=True)
     safe = torch.where(mean > 0, mean, torch.ones_like(mean))
     out = torch.where(mean > 0, (t - mean) / safe, torch.zeros_like(t))
-    return _restore(out, is_numpy)
+    return E.restore(out, t, is_numpy)
 
 
 @register("passk_training")
@@ -279,10 +275,10 @@ def passk_training(rewards: Rewards, k: int) -> Rewards:
     Needs 1 <= k <= n; raises ValueError for non-binary rewards.
     """
     t, is_numpy = _binary(rewards, "passk_training")
-    k = E._check_k(k, t.shape[-1], "passk_training")  # before the cache: 2.0 hashes as 2
+    k = E.check_k(k, t.shape[-1], "passk_training")  # before the cache: 2.0 hashes as 2
     table = torch.as_tensor(_passk_training_table(t.shape[-1], k)).to(t)
     correct, wrong = table[t.sum(-1).long()].unbind(-1)  # each [...], by c
-    return _restore(wrong.unsqueeze(-1) + t * (correct - wrong).unsqueeze(-1), is_numpy)
+    return E.restore(wrong.unsqueeze(-1) + t * (correct - wrong).unsqueeze(-1), t, is_numpy)
 
 
 @functools.lru_cache(maxsize=256)
@@ -314,7 +310,7 @@ def grpo(rewards: Rewards, k: int) -> Rewards:
     n = _need_n(t, 2, "grpo", "for the sample std")
     centred = _centre(t)
     std = (centred.square().sum(-1, keepdim=True) / (n - 1)).sqrt()
-    return _restore(centred / (std + STD_EPS), is_numpy)
+    return E.restore(centred / (std + STD_EPS), t, is_numpy)
 
 
 @register("dr_grpo", uses_k=False)
@@ -325,7 +321,7 @@ def dr_grpo(rewards: Rewards, k: int) -> Rewards:
     reward) gradient. n = 1 gives 0.
     """
     t, is_numpy = E.as_float_tensor(rewards, "dr_grpo")
-    return _restore(_centre(t), is_numpy)
+    return E.restore(_centre(t), t, is_numpy)
 
 
 @register("grpo_passk", uses_k=False)
@@ -342,4 +338,4 @@ def grpo_passk(rewards: Rewards, k: int) -> Rewards:
     _need_n(t, 2, "grpo_passk", "for a second-best sample")
     top, where = torch.topk(t, 2, dim=-1)
     out = torch.zeros_like(t).scatter_(-1, where[..., :1], top[..., :1] - top[..., 1:])
-    return _restore(out, is_numpy)
+    return E.restore(out, t, is_numpy)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import numbers
 from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +34,7 @@ from accelerate.utils import gather_object
 from trl import GRPOConfig, GRPOTrainer
 
 from pkpo import metrics, schedules, transforms
+from pkpo.estimators import check_k as check_k_range
 
 logger = logging.getLogger(__name__)
 
@@ -138,13 +138,14 @@ def validate_schedule(name: str, schedule: schedules.Schedule, n: int, steps: in
 
 
 def check_k(k: object, n: int, where: str) -> int:
-    """``k`` as an int if it is one in ``[1, n]``, else a ValueError saying where it came from."""
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= n:
+    """``k`` as an int if it is one in ``[1, n]`` (``estimators.check_k``), else a ValueError
+    saying where it came from and what n is here."""
+    try:
+        return check_k_range(k, n, f"pkpo: {where} gave k_opt={k!r}")
+    except ValueError as err:
         raise ValueError(
-            f"pkpo: {where} gave k_opt={k!r}; need an integer 1 <= k_opt <= n={n} "
-            "(n is num_generations, or num_generations_eval in evaluation)"
-        )
-    return int(k)
+            f"{err} (n is num_generations, or num_generations_eval in evaluation)"
+        ) from None
 
 
 def group_rewards(rewards_per_func: torch.Tensor, weights: torch.Tensor, n: int) -> torch.Tensor:
