@@ -44,6 +44,7 @@ from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTra
 
 from pkpo import metrics
 from pkpo.cache import WEIGHTS_FILE, build_once, cache_root, file_sha256
+from pkpo.ppo import pad_batch
 from pkpo.prompts import encode_prompts
 from pkpo.samplers.base import SamplingParams
 from pkpo.samplers.hf import HFSampler
@@ -173,18 +174,13 @@ def encode_examples(
 
 
 def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` ``[B, L]``; labels are the
-    input ids on answer tokens and ``IGNORE`` elsewhere."""
-    width = max(len(p) + len(a) for p, a in examples)
-    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for i, (prompt, answer) in enumerate(examples):
-        ids = torch.tensor(prompt + answer)
-        input_ids[i, : len(ids)] = ids
-        labels[i, len(prompt) : len(ids)] = ids[len(prompt) :]
-        mask[i, : len(ids)] = 1
-    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` ``[B, L]`` (the RL
+    update's padding, ``ppo.pad_batch``); labels are the input ids on answer tokens and
+    ``IGNORE`` elsewhere."""
+    prompts, answers = (list(part) for part in zip(*examples, strict=True))
+    batch = pad_batch(prompts, answers, torch.zeros(len(examples)), pad_id)
+    labels = batch.input_ids.masked_fill(batch.completion_mask == 0, IGNORE)
+    return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "labels": labels}
 
 
 def batches(
