@@ -12,6 +12,7 @@ and refreshes the README's blocks between ``<!-- generated:headline -->`` (or
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 from pathlib import Path
 
@@ -27,20 +28,25 @@ PILOT = RESULTS / "tiny_arith_noisy"
 BLOCK = r"(<!-- generated:{} -->\n).*?(<!-- /generated -->)"
 
 
+@functools.cache
+def runs(folder: Path):
+    """The long runs frame of one results folder, read once for tables and figures."""
+    return A.load_runs([folder])
+
+
 def tables() -> dict[str, str]:
     """File name -> Markdown of every generated table."""
     out = {}
     for protocol in A.find_protocols([RESULTS]):
-        df = A.load_runs([protocol.folder])
-        table = A.confirmatory_table(df, protocol)
+        table = A.confirmatory_table(runs(protocol.folder), protocol)
         out[f"{table.key}.md"] = A.to_markdown(A.confirmatory_grid(table))
         out[f"{table.key}_headline.md"] = A.to_markdown(A.headline_grid(table))
-    pilot = A.load_runs([PILOT])
+    pilot = runs(PILOT)
     for model, task, n in A.settings(pilot):
         claims = A.claims_table(pilot, model, task, n)
         out[f"pilot_{claims.key}.md"] = A.to_markdown(A.claims_grid(claims))
     for criterion in A.find_searches([RESULTS]):
-        stall = A.stall_table(A.load_runs([criterion.folder]), criterion)
+        stall = A.stall_table(runs(criterion.folder), criterion)
         out[f"claim7_{criterion.name}.md"] = A.to_markdown(A.stall_grid(stall))
         out[f"claim7_{criterion.name}_verdict.md"] = (
             f"**Claim 7** (pass@k optimisation unblocks the hard split): **{stall.verdict}** "
@@ -68,16 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     readme_path = REPO / "README.md"
     readme = readme_path.read_text(encoding="utf-8")
     for protocol in A.find_protocols([RESULTS]):
-        runs = A.load_runs([protocol.folder])
         title = f"Confirmatory study {protocol.name}: held-out progress per arm"
-        fig = A.fig_held_out_progress(runs, list(protocol.labels.values()), title)
+        study = runs(protocol.folder)
+        fig = A.fig_held_out_progress(study, list(protocol.labels.values()), title)
         fig.savefig(args.out / f"confirmatory_{protocol.name}.png", dpi=110)
         headline = (args.out / f"confirmatory_{protocol.name}_headline.md").read_text()
         readme = readme_with("headline", headline, readme)
     for criterion in A.find_searches([RESULTS]):
-        runs = A.load_runs([criterion.folder])
         for candidate in criterion.candidates:
-            pilot = A.runs_under(runs, criterion.folder / candidate)
+            pilot = A.runs_under(runs(criterion.folder), criterion.folder / candidate)
             if not pilot.empty:
                 title = f"Figure 8 analogue: {candidate} ({criterion.name}), held-out progress"
                 fig = A.fig_held_out_progress(pilot, [criterion.label], title)
