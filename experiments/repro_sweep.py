@@ -1,4 +1,4 @@
-"""Run a sweep of arms x seeds of ``pkpo-train`` (the small-scale reproductions, the studies).
+"""Run a sweep of arms x seeds of ``pkpo-train`` (small-scale reproductions, confirmatory studies).
 
 Each run is a plain ``python -m pkpo.train experiment=<preset> <arm overrides> seed=S``
 in its own folder ``<out>/<arm>_s<seed>``; several run at once on one GPU (a 135M model
@@ -39,6 +39,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from tqdm import tqdm
 
+from pkpo import plugins
 from pkpo.arms import SWEEP_ARMS, sweep_arm
 from pkpo.config import CONF_DIR
 
@@ -120,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("extra", nargs="*", help="overrides for every run (after --)")
     args = parser.parse_args(argv)
+    try:
+        plugins.load()  # the runs inherit PKPO_PLUGINS and import them again
+    except plugins.PluginError as err:
+        parser.error(str(err))
     if args.protocol is not None:
         protocol_args(args, parser)
     if args.out is None:

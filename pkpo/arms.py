@@ -1,25 +1,26 @@
 """Arms: the ways of training that the paper compares, with one name and one label each.
 
 An arm is a reward transform with its k_opt (Section 4), a k_opt schedule (Figure 3's
-annealing) or the EntropyReg baseline (an entropy bonus on k_opt = 1). The sweep
-(``experiments/repro_sweep.py``) launches arms by short name, :func:`sweep_arm`, and the
-analysis labels every run from the config it was trained with, :func:`arm_label`. Both
-build the label with the same functions below, so a sweep arm's runs land in the table
-row and legend entry of that arm's label.
+annealing) or the EntropyReg baseline (an entropy bonus on k_opt = 1). A run's arm is the
+structured :class:`ArmConfig` read from the config it was trained with; its label, colour
+kind and order are computed from those fields for display and are never parsed back. The
+sweep (``experiments/repro_sweep.py``) launches arms by short name, :func:`sweep_arm`, and
+builds their labels with the same class, so a sweep arm's runs land in the table row and
+legend entry of that arm's label.
 
-Labels: ``tang`` (Tang et al. 2025, pass@n) and every other transform that ignores k_opt
-except LOO and raw (``grpo``, ``maxrl``, ...) by its own name, ``annealed (a→b)`` (a k_opt
-schedule; schedules other than the paper's step are named, ``annealed (linear 8→1)``),
-``EntropyReg (c)`` (entropy bonus c > 0 on the k_opt = 1 baseline) or ``k_opt=K``; a
-transform other than the paper's (``loo`` for K = 1, ``pkpo_sloo_minus_one``, Eq. 33,
-otherwise) is appended in brackets, e.g. ``k_opt=4 [pkpo_sloo]``, and so is a transform
-scale other than the paper's (``transform.scale=loo``, :func:`pkpo.transforms.rescale`):
+Labels: a transform whose spec names its runs (:attr:`pkpo.transforms.Spec.label`: ``tang``,
+``grpo``, ``maxrl``, ...) by that name, ``annealed (a→b)`` (a k_opt schedule; schedules
+other than the paper's step are named, ``annealed (linear 8→1)``), ``EntropyReg (c)``
+(entropy bonus c > 0 on the k_opt = 1 baseline) or ``k_opt=K``; a transform other than the
+paper's (``loo`` for K = 1, ``pkpo_sloo_minus_one``, Eq. 33, otherwise; ``Spec.paper``) is
+appended in brackets, e.g. ``k_opt=4 [pkpo_sloo]``, and so is a transform scale other than
+the paper's (``transform.scale=loo``, :func:`pkpo.transforms.rescale`):
 ``annealed (8→1) [loo scale]``.
 """
 
 from __future__ import annotations
 
-import re
+import functools
 from dataclasses import dataclass
 
 from pkpo import transforms
@@ -27,13 +28,6 @@ from pkpo import transforms
 TANG = "tang"
 ANNEALED = "annealed"
 ENTROPY_REG = "EntropyReg"
-
-PAPER_DEFAULT_TRANSFORMS = {"loo", "pkpo_sloo_minus_one"}
-"""The paper's transforms: LOO (Eq. 26) for k_opt = 1 and s^(loo-1) (Eq. 33) otherwise."""
-
-IGNORE_K = ("loo", "raw", "none")
-"""Transforms that ignore k, labelled k_opt = 1: LOO (Eq. 26) and raw rewards (``none`` is
-the old name of ``raw``)."""
 
 SWEEP_ARMS = ("k1", "k2", "k4", "k8", "tang", "anneal", "anneal_loo")
 """The sweep's fixed arm names (the default sweep); EntropyReg arms are ``ent<coef>``."""
@@ -44,12 +38,21 @@ PAPER_SCALE = "paper"
 ANNEAL_K = (8, 1)
 """The ``anneal`` arm's k_opt before and after its switch (Figure 3)."""
 
-_K_LABEL = re.compile(r"^k_opt=(\d+)")
+KINDS = ("k_opt", TANG, ENTROPY_REG, ANNEALED, "named", "unknown")
+"""What an arm is: a constant ``k_opt=K``, ``tang``, the EntropyReg baseline, an annealed
+schedule, another transform named by its spec (``grpo``), or a config that says too little.
+Tables and legends show them in this order (the last two together, by label)."""
+
+
+def _spec(transform: str | None) -> transforms.Spec | None:
+    """The transform's spec; None for no transform or one not registered here."""
+    return transforms.spec(transform) if transform in transforms.names() else None
 
 
 def k_opt_label(k: int, transform: str | None = None) -> str:
     """``k_opt=K``, with ``[transform]`` appended unless it is the paper's (or None)."""
-    if transform is None or transform in PAPER_DEFAULT_TRANSFORMS:
+    spec = _spec(transform)
+    if transform is None or (spec is not None and spec.paper):
         return f"k_opt={k}"
     return f"k_opt={k} [{transform}]"
 
@@ -66,6 +69,72 @@ def entropy_label(coef: float, base: str = "k_opt=1") -> str:
     return bonus if base == k_opt_label(1) else f"{base} + {bonus}"
 
 
+@dataclass(frozen=True)
+class Shown:
+    """How an arm is shown: its label, :data:`KINDS` entry, the K of a ``k_opt=K`` arm
+    (its colour and order) and whether it is drawn dashed (not the paper's own setting)."""
+
+    label: str
+    kind: str
+    k: int | None = None
+    dashed: bool = False
+
+
+@dataclass(frozen=True)
+class ArmConfig:
+    """A run's arm as its config states it (``transform.name``, ``schedule.*``,
+    ``trainer.entropy_coef``, ``transform.scale``)."""
+
+    transform: str | None = None
+    k_opt: int | None = None
+    schedule: str = "constant"
+    k_start: int | None = None
+    k_end: int | None = None
+    entropy_coef: float = 0.0
+    scale: str = PAPER_SCALE
+
+    @functools.cached_property
+    def shown(self) -> Shown:
+        """Its label, kind, K and line style, from the fields alone."""
+        spec = _spec(self.transform)
+        if spec is not None and spec.label is not None:  # tang, grpo, ...: named by its spec
+            return Shown(spec.label, TANG if spec.label == TANG else "named")
+        suffix = "" if self.scale == PAPER_SCALE else f" [{self.scale} scale]"
+        if self.schedule != "constant":
+            label = annealed_label(self.k_start, self.k_end, self.schedule) + suffix
+            return Shown(label, ANNEALED, dashed=bool(suffix))
+        if spec is not None and isinstance(spec.fixed_k, int):  # loo, raw: k_opt = 1
+            k, base, dashed = (
+                spec.fixed_k,
+                k_opt_label(spec.fixed_k, self.transform),
+                not spec.paper,
+            )
+        elif self.transform is None or self.k_opt is None:
+            k, base, dashed = None, "unknown", False
+        else:
+            k, base = self.k_opt, k_opt_label(self.k_opt, self.transform) + suffix
+            dashed = bool(suffix) or spec is None or not spec.paper
+        kind = "unknown" if k is None else "k_opt"
+        if self.entropy_coef > 0:
+            if base == k_opt_label(1):
+                return Shown(entropy_label(self.entropy_coef, base), ENTROPY_REG)
+            return Shown(entropy_label(self.entropy_coef, base), kind, k, dashed=True)
+        return Shown(base, kind, k, dashed)
+
+    @property
+    def label(self) -> str:
+        """The arm label of its runs (``unknown`` if the config says too little: no
+        transform, or no k_opt for a transform that needs one)."""
+        return self.shown.label
+
+    def sort_key(self) -> tuple[int, float, str]:
+        """Table and legend order: k_opt=1, 2, 4, ... then tang, EntropyReg, annealed, then
+        the named transforms and unknown arms by label (:data:`KINDS`)."""
+        shown = self.shown
+        rank = min(KINDS.index(shown.kind), KINDS.index("named"))
+        return (rank, shown.k or 0, shown.label)
+
+
 def arm_label(
     transform: str | None,
     k_opt: int | None,
@@ -75,35 +144,8 @@ def arm_label(
     entropy_coef: float = 0.0,
     scale: str = PAPER_SCALE,
 ) -> str:
-    """The label of a run trained with these config values (``unknown`` if they say too
-    little: no transform, or no k_opt for a transform that needs one)."""
-    if transform == TANG:
-        return TANG
-    if _free_of_k(transform):  # e.g. grpo, maxrl: a baseline named by its transform
-        return transform
-    suffix = "" if scale == PAPER_SCALE else f" [{scale} scale]"
-    if schedule != "constant":
-        return annealed_label(k_start, k_end, schedule) + suffix
-    if transform in IGNORE_K:
-        base = k_opt_label(1, transform)
-    elif transform is None or k_opt is None:
-        base = "unknown"
-    else:
-        base = k_opt_label(k_opt, transform) + suffix
-    return entropy_label(entropy_coef, base) if entropy_coef > 0 else base
-
-
-def constant_k(label: str) -> int | None:
-    """K of a ``k_opt=K`` label (any transform or bonus after it), else None."""
-    match = _K_LABEL.match(label)
-    return int(match.group(1)) if match else None
-
-
-def _free_of_k(transform: str | None) -> bool:
-    """A registered transform other than LOO and raw that ignores k_opt (``grpo``, ...)."""
-    if transform is None or transform in IGNORE_K or transform not in transforms.names():
-        return False
-    return not transforms.uses_k(transform)
+    """The label of a run trained with these config values (:attr:`ArmConfig.label`)."""
+    return ArmConfig(transform, k_opt, schedule, k_start, k_end, entropy_coef, scale).label
 
 
 @dataclass(frozen=True)
@@ -126,12 +168,13 @@ def sweep_arm(name: str, steps: int) -> Arm:
     advantage scale at the switch), ``ent<coef>`` (EntropyReg: loo plus an entropy bonus,
     e.g. ``ent0.01``); any other registered transform: ``<transform>-k<K>`` at constant
     k_opt = K (``pkpo_sloo_centred-k4``, ``maxpo-k4``), or by its name alone if it ignores
-    k_opt (``grpo``, ``dr_grpo``, ``maxrl``, ``grpo_passk``).
+    k_opt (``grpo``, ``dr_grpo``, ``maxrl``, ``grpo_passk``, and ``tang`` itself).
     """
-    if _free_of_k(name):
-        return Arm(name, name, (f"transform={name}",))
+    spec = _spec(name)
+    if spec is not None and not spec.uses_k:  # tang, grpo, loo, ...: fixed k, by its name
+        return Arm(name, arm_label(name, None), (f"transform={name}",))
     transform, sep, k = name.rpartition("-k")
-    if sep and transform in transforms.names() and k.isdigit() and int(k) >= 1:
+    if sep and _spec(transform) is not None and k.isdigit() and int(k) >= 1:
         return Arm(
             name,
             arm_label(transform, int(k)),
@@ -142,8 +185,6 @@ def sweep_arm(name: str, steps: int) -> Arm:
     if name in ("k2", "k4", "k8"):
         k = int(name[1:])
         return Arm(name, k_opt_label(k), ("transform=pkpo_sloo_minus_one", f"schedule.k_opt={k}"))
-    if name == "tang":
-        return Arm(name, TANG, ("transform=tang",))
     if name in ("anneal", "anneal_loo"):
         start, end = ANNEAL_K
         overrides = (

@@ -1,5 +1,4 @@
-"""Configuration checks that run before anything slow (model loads, engine start-up), and
-the one-release mapping of last release's config names onto this one's.
+"""Configuration checks that run before anything slow (model loads, engine start-up).
 
 Each check has one home, which the loop and the integrations share: batch sizes in
 ``trainers.update.check_batch_sizes``, the transform dry-run over a schedule's k values in
@@ -9,13 +8,11 @@ Each check has one home, which the loop and the integrations share: batch sizes 
 from __future__ import annotations
 
 import importlib.resources
-import re
-import warnings
 
 from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from pkpo import schedules, transforms
 from pkpo.trainers.update import check_batch_sizes
@@ -106,7 +103,7 @@ def validate(cfg: DictConfig) -> None:
     if any(k < 1 for k in cfg.k_eval):
         raise ConfigError(f"k_eval values must be >= 1, got {list(cfg.k_eval)}")
     name = cfg.transform.name
-    if name not in transforms.names() and name not in transforms.ALIASES:
+    if name not in transforms.names():
         choices = ", ".join(transforms.names())
         raise ConfigError(f"transform.name={name!r} is not registered; choose one of {choices}")
     scale = cfg.transform.get("scale", "paper")
@@ -128,57 +125,3 @@ def validate(cfg: DictConfig) -> None:
         schedules.check_schedule(name, schedule, cfg.n, cfg.steps)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-
-
-# ---------------------------------------------------------------------- last release's names
-
-_OLD_OVERRIDE = re.compile(r"^(\+{0,2})(transform\.k_opt|schedule\.k)=")
-
-
-def upgrade_overrides(args: list[str]) -> list[str]:
-    """Command-line overrides with last release's names replaced (and a warning each):
-    ``transform.k_opt=`` and ``schedule.k=`` are now ``schedule.k_opt=``."""
-    out = []
-    for arg in args:
-        match = _OLD_OVERRIDE.match(arg)
-        if match:
-            new = f"{match.group(1)}schedule.k_opt={arg[match.end() :]}"
-            _deprecated(f"override {arg!r} is now {new!r}")
-            arg = new
-        out.append(arg)
-    return out
-
-
-def upgrade(cfg: DictConfig) -> DictConfig:
-    """A run folder's saved config (written by last release) in this release's names.
-
-    Last release kept k_opt in the transform group (``transform.k_opt``, the constant
-    schedule's ``k``), built schedules and samplers by name, and gave the trainer the
-    sampling temperature, ``max_new_tokens`` and seed itself. Changes ``cfg`` in place.
-    """
-    with open_dict(cfg):
-        transform, schedule = cfg.transform, cfg.schedule
-        if "k_opt" in transform:
-            k_opt = transform.pop("k_opt")
-            if schedule.name == "constant":
-                schedule.k_opt = schedule.pop("k", k_opt)
-            _deprecated("transform.k_opt is now schedule.k_opt")
-        elif "k" in schedule:
-            schedule.k_opt = schedule.pop("k")
-            _deprecated("schedule.k is now schedule.k_opt")
-        if "_target_" not in schedule:
-            target = schedules.SCHEDULES[schedule.name].__name__
-            schedule._target_ = f"pkpo.schedules.{target}"
-        if "_target_" not in cfg.sampler:
-            cfg.sampler._target_ = "pkpo.samplers.make_sampler"
-        for key, value in (
-            ("temperature", cfg.sampler.temperature),
-            ("max_new_tokens", cfg.sampler.max_new_tokens),
-            ("seed", cfg.seed),
-        ):
-            cfg.trainer.setdefault(key, value)
-    return cfg
-
-
-def _deprecated(what: str) -> None:
-    warnings.warn(f"{what}; the old name works until the next release", FutureWarning, 2)

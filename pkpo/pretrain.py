@@ -46,8 +46,10 @@ from pkpo import metrics
 from pkpo.cache import WEIGHTS_FILE, build_once, cache_root, file_sha256
 from pkpo.ppo import pad_batch
 from pkpo.prompts import encode_prompts
+from pkpo.rollouts import sample_and_score
 from pkpo.samplers.base import SamplingParams
 from pkpo.samplers.hf import HFSampler
+from pkpo.scoring import Scorer
 from pkpo.tasks.arithmetic import ArithmeticTask
 from pkpo.tasks.base import Problem
 
@@ -288,15 +290,15 @@ def evaluate(
     seed: int,
     max_new_tokens: int,
 ) -> dict[str, float]:
-    """pass@k (and its s.e. over problems) of ``n`` temperature-1 samples per problem."""
+    """pass@k (and its s.e. over problems) of ``n`` temperature-1 samples per problem,
+    sampled and scored as the RL loop's held-out evaluation does (``pkpo.rollouts``)."""
     sampler = HFSampler(model, tokenizer, batch_size=len(problems) * n)
     prompts = encode_prompts(tokenizer, [task.prompt(p) for p in problems], False)
     params = SamplingParams(temperature=1.0, max_new_tokens=max_new_tokens, seed=seed)
-    groups = sampler.generate(prompts, n, params)
-    rewards = np.array(
-        [[task.score(p, c.text) for c in group] for p, group in zip(problems, groups, strict=True)]
-    )
-    return metrics.pass_at_k_metrics(rewards, ks, with_se=True)
+    # in-process scoring: the arithmetic verifier is cheap and trusted, a pool would only
+    # add start-up time to every build
+    scored = sample_and_score(sampler, Scorer(task, workers=0), problems, prompts, n, params)
+    return metrics.pass_at_k_metrics(scored.rewards, ks, with_se=True)
 
 
 def evaluate_config(

@@ -50,7 +50,9 @@ class Scorer:
     in a pool of spawned processes (the parent holds model threads, so fork is unsafe); a
     verifier that hangs past ``timeout_s`` scores 0 and the pool is rebuilt. ``timeout_s``
     None takes the task's own ``score_timeout_s`` (code tasks: the sandbox's worst case),
-    else ``DEFAULT_TIMEOUT_S``. ``workers = 0`` scores in-process (debugging only).
+    else ``DEFAULT_TIMEOUT_S``. ``workers = 0`` scores in-process, with no guard against a
+    hung verifier: for cheap, trusted verifiers (string comparison on the testbed) and
+    debugging.
     """
 
     DEFAULT_TIMEOUT_S = 60.0

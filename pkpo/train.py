@@ -21,6 +21,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -33,21 +34,19 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from pkpo import checkpoint, config, metrics
+from pkpo import checkpoint, config, metrics, models, plugins, transforms
 from pkpo.config import CONF_DIR
 from pkpo.logger import SCHEMA_VERSION, EventLog
-from pkpo.models import ModelLoadError, check_model, load_policy
 from pkpo.prompts import encode_prompts
+from pkpo.rollouts import ScoredRollout, sample_and_score
 from pkpo.samplers import sampling_params
 from pkpo.scoring import Scorer
 from pkpo.tasks.base import Problem
 from pkpo.trainers.base import Rollout
-from pkpo.transforms import transform
 
 log = logging.getLogger("pkpo.train")
 
 
-# the configs ship as the package pkpo.conf (the repository's conf/ in a checkout)
 class Timer:
     """Wall time per phase of one step."""
 
@@ -85,10 +84,25 @@ def sample_seed(seed: int, phase: str, step: int, rank: int) -> int:
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
-class Run:
-    """The loop's state and parts; ``main`` builds one and calls ``train``."""
+PolicyLoader = Callable[[DictConfig], tuple[Any, Any, Path]]
+"""``models.load_policy``'s signature: model config -> (model, tokenizer, checkpoint folder)."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path):
+
+class Run:
+    """The loop's state and parts; ``run`` builds one and calls ``train``.
+
+    ``load_policy`` and ``transform`` (``transforms.transform``'s signature) are the model
+    loader and the reward transform; a test passes its own to see what reaches them.
+    """
+
+    def __init__(
+        self,
+        cfg: DictConfig,
+        run_dir: Path,
+        *,
+        load_policy: PolicyLoader = models.load_policy,
+        transform: Callable[..., torch.Tensor] = transforms.transform,
+    ):
         self.cfg = cfg
         self.run_dir = run_dir
         self.task = instantiate(cfg.task)
@@ -115,6 +129,7 @@ class Run:
         self.solved = metrics.SolveTracker(len(self.train_set))
         main = self.trainer.is_main
         self.events = EventLog(run_dir, _wandb_run(cfg, run_dir)) if main else None
+        self.transform = transform
         self.step = 0
 
     def log(self, event: str, **fields: Any) -> None:
@@ -128,44 +143,43 @@ class Run:
         messages = [self.task.prompt(p) for p in problems]
         return encode_prompts(self.tokenizer, messages, self.cfg.model.chat_template)
 
-    def rollout(self, problems: list[Problem], n: int, phase: str, timer: Timer):
-        """Sample n completions of each of this rank's share of ``problems`` and score them.
-
-        Returns this rank's completions and rewards ``[B_local, n]``, every rank's rewards
-        ``[B, n]`` (for metrics), and the numbers of failed and of timed-out scorings on all
-        ranks (``score_failures``, ``score_timeouts``).
-        """
+    def rollout(self, problems: list[Problem], n: int, phase: str, timer: Timer) -> ScoredRollout:
+        """Sample n completions of each of this rank's share of ``problems`` and score them
+        (``pkpo.rollouts``); each failed scoring is logged as a ``score_failure`` event."""
         local = self.trainer.shard(problems)
-        with timer("sample"):
+        with timer("sample"):  # time/sample (and so tokens_per_s) includes preparing the prompts
             seed = sample_seed(self.cfg.seed, phase, self.step, self.trainer.rank)
             params = sampling_params(self.cfg.sampler, seed)
-            completions = self.sampler.generate(self.encode(local), n, params)
-        with timer("score"):
-            texts = [[c.text for c in group] for group in completions]
-            rewards, failures, timeouts = self.scorer.score(local, texts)
-        for f in failures:
+            prompt_ids = self.encode(local)
+        rollout = sample_and_score(
+            self.sampler,
+            self.scorer,
+            local,
+            prompt_ids,
+            n,
+            params,
+            timer=timer,
+            gather=self.trainer.gather,
+        )
+        for f in rollout.local_failures:
             self.log("score_failure", step=self.step, problem_id=f.problem_id, error=f.error)
-        counts = self.trainer.gather(np.array([[len(failures), timeouts.sum()]])).sum(0)
-        failed, timed_out = int(counts[0]), int(counts[1])
-        return completions, rewards, self.trainer.gather(rewards), failed, timed_out
+        return rollout
 
     def evaluate(self) -> None:
         if not self.eval_set:
             return
         timer = Timer()
-        _, _, rewards, failures, timeouts = self.rollout(
-            self.eval_set, self.cfg.eval.n, "eval", timer
-        )
+        rollout = self.rollout(self.eval_set, self.cfg.eval.n, "eval", timer)
         self.log(
             "eval",
             step=self.step,
             split=self.cfg.task.eval_split,
             num_problems=len(self.eval_set),
             n_eval=self.cfg.eval.n,
-            reward_mean=float(rewards.mean()),
-            score_failures=failures,
-            score_timeouts=timeouts,
-            **metrics.pass_at_k_metrics(rewards, list(self.cfg.k_eval), with_se=True),
+            reward_mean=float(rollout.rewards.mean()),
+            score_failures=rollout.score_failures,
+            score_timeouts=rollout.score_timeouts,
+            **metrics.pass_at_k_metrics(rollout.rewards, list(self.cfg.k_eval), with_se=True),
             **timer.times,
         )
 
@@ -174,13 +188,12 @@ class Run:
         start = time.perf_counter()
         k_opt = self.schedule(self.step)
         problems = problems_for_step(self.train_set, self.step, cfg.prompts_per_step, cfg.seed)
-        completions, local_rewards, rewards, failures, timeouts = self.rollout(
-            problems, cfg.n, "train", timer
-        )
+        rollout = self.rollout(problems, cfg.n, "train", timer)
+        completions, rewards = rollout.completions, rollout.rewards
         with timer("transform"):
-            advantages = transform(
+            advantages = self.transform(
                 cfg.transform.name,
-                torch.from_numpy(local_rewards),
+                torch.from_numpy(rollout.local_rewards),
                 k_opt,
                 scale=cfg.transform.get("scale", "paper"),
             )
@@ -211,8 +224,8 @@ class Run:
             "adv_std": float(all_advantages.std()),
             "adv_abs_max": float(all_advantages.abs().max()),
             **stats,
-            "score_failures": failures,
-            "score_timeouts": timeouts,
+            "score_failures": rollout.score_failures,
+            "score_timeouts": rollout.score_timeouts,
             "sampled_tokens": sampled,
             "tokens_per_s": sampled / max(timer.times["time/sample"], 1e-9),
             **metrics.memory_peaks(),
@@ -343,10 +356,12 @@ def resolve_run(cfg: DictConfig) -> tuple[DictConfig, Path]:
     return resolved, run_dir
 
 
-def dry_run(cfg: DictConfig) -> None:
+def dry_run(
+    cfg: DictConfig, check_model: Callable[[DictConfig], None] = models.check_model
+) -> None:
     """``dry_run=true``: validate the config, check that the model's source exists (package,
-    folder, cache) and the ``resume`` folder, build the task with its splits, then stop
-    (before the model loads and before a run folder is written)."""
+    folder, cache; ``check_model``) and the ``resume`` folder, build the task with its splits,
+    then stop (before the model loads and before a run folder is written)."""
     check_model(cfg.model)
     if cfg.resume and not (Path(cfg.resume).expanduser() / "config.yaml").is_file():
         raise config.ConfigError(f"resume={cfg.resume}: no config.yaml in that folder")
@@ -360,15 +375,23 @@ def dry_run(cfg: DictConfig) -> None:
     )
 
 
-def run(cfg: DictConfig) -> Path | None:
-    """Validate, build and train; returns the run folder (None for a dry run)."""
+def run(
+    cfg: DictConfig,
+    *,
+    check_model: Callable[[DictConfig], None] = models.check_model,
+    load_policy: PolicyLoader = models.load_policy,
+) -> Path | None:
+    """Validate, build and train; returns the run folder (None for a dry run).
+
+    ``check_model`` and ``load_policy`` are the model's start-up check and loader (as in
+    ``Run``: a test passes its own to see whether they are reached).
+    """
     config.validate(cfg)
     if cfg.dry_run:
-        dry_run(cfg)
+        dry_run(cfg, check_model)
         return None
     cfg, run_dir = resolve_run(cfg)
-    cfg = config.upgrade(cfg)  # a run folder written by the previous release
-    config.validate(cfg)
+    config.validate(cfg)  # a resumed run's config comes from its folder
     check_model(cfg.model)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)  # noqa: NPY002 - for libraries that use the global RNG
@@ -377,7 +400,7 @@ def run(cfg: DictConfig) -> Path | None:
         torch.set_num_threads(cfg.torch_threads)
     torch.set_float32_matmul_precision(cfg.matmul_precision)
     print(f"[pkpo] run folder: {run_dir}", flush=True)
-    loop = Run(cfg, run_dir)
+    loop = Run(cfg, run_dir, load_policy=load_policy)
     loop.train()
     if loop.trainer.is_main:  # the closing summary: what the run did, and its figure
         from pkpo import summary  # pandas, scipy, matplotlib: loaded only here
@@ -389,7 +412,7 @@ def run(cfg: DictConfig) -> Path | None:
 def user_error(err: Exception) -> str | None:
     """The one line a bad config or an unloadable model gets (None: not a user error).
     Hydra wraps a constructor's ``ValueError`` / ``TypeError``: its key and cause are kept."""
-    if isinstance(err, config.ConfigError | ModelLoadError):
+    if isinstance(err, config.ConfigError | models.ModelLoadError):
         return str(err)
     if isinstance(err, InstantiationException):
         cause = err.__cause__
@@ -401,6 +424,8 @@ def user_error(err: Exception) -> str | None:
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
+    """Hydra's command line; a user error (``user_error``) gets one line on stderr and exit
+    status 2."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         run(cfg)
@@ -413,8 +438,14 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """``pkpo-train``: Hydra's command line (previous release's override names still work)."""
-    sys.argv[1:] = config.upgrade_overrides(sys.argv[1:])
+    """``pkpo-train``: imports the ``PKPO_PLUGINS`` modules first (:mod:`pkpo.plugins`), so
+    that the transforms they register are options of the ``transform`` group, then runs
+    Hydra's command line."""
+    try:
+        plugins.load()
+    except plugins.PluginError as err:
+        print(f"pkpo-train: error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
     _hydra_main()
 
 

@@ -1,8 +1,15 @@
 """Reward transforms: jointly map a group's n rewards to n advantages, found by name.
 
 The RL loop calls ``transform(name, rewards[B, n], k)`` once per step on whole groups
-(row b holds the n samples of prompt b), never on a split group. Transforms are small
-pure functions over arrays registered with ``@register``, so a new one is a few lines.
+(row b holds the n samples of prompt b), never on a split group. A transform is one
+function registered with ``@register``, whose arguments are everything the rest of the
+project needs to know about it (:class:`Spec`): whether it reads k_opt or stands for a
+fixed k, the scale its advantages carry, whether it needs binary rewards and how many
+samples, what its gradient estimates on the toy problem, and how its runs are labelled.
+Its Hydra config ``transform=<name>`` (``name``, ``scale`` and the ``fixed_k`` that the
+constant schedule defaults to), the sweep's arm, the toy's target, the adapters' k and
+the analysis labels are all derived from that spec, so adding a transform is one
+decorated function.
 
 Scale: ``loo`` (Eq. 26) is on the reward scale, while the PKPO transforms inherit the
 ``k/n`` scale of ``s`` (Eq. 19). This is the paper's setup (k_opt = 1 runs use plain LOO),
@@ -20,72 +27,146 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from hydra.core.config_store import ConfigStore
 
 from pkpo import estimators as E
 
 Rewards = np.ndarray | torch.Tensor
 Transform = Callable[[Rewards, int], Rewards]
 
-_REGISTRY: dict[str, Transform] = {}
-_IGNORES_K: set[str] = set()
-#: name -> the factor (n, k) -> float its advantages carry relative to the reward scale
-_CARRIED: dict[str, Callable[[int, int], float]] = {}
 SCALES = ("paper", "loo")
 """``transform.scale``: ``paper`` as published, ``loo`` without the k/n of Eq. 19."""
-#: old names that still resolve: alias -> registered name (not listed by ``names()``)
-ALIASES = {"none": "raw"}
 #: epsilon added to the group std by ``grpo`` (verl's default) and to sigma by
 #: ``passk_training`` (Chen et al.'s code)
 STD_EPS = 1e-6
 
 
-def register(
-    name: str, uses_k: bool = True, carries: Callable[[int, int], float] | None = None
-) -> Callable[[Transform], Transform]:
-    """Decorator: make ``fn(rewards, k) -> advantages`` available as ``transform(name, ...)``.
+def _one(n: int, k: int = 1) -> float:
+    return 1.0
 
-    ``uses_k=False`` marks transforms that ignore k_opt (adapters then need no k for them).
-    ``carries(n, k)``: the scale factor of its advantages relative to the reward scale of
-    ``loo`` (default 1), which ``scale="loo"`` divides out.
+
+@dataclass(frozen=True)
+class Gradient:
+    """What the mean of Eq. 18's estimate with a transform's advantages is:
+    ``scale(n) * d max_g@j / d theta``, j being k_opt (``"k"``), the group size (``"n"``)
+    or a number.
+
+    ``exact``: that holds at every n (an unbiased estimate); otherwise it is only the
+    large-n limit. ``per_reward_sd``: the scale is also divided by the reward's standard
+    deviation (GRPO's std normalisation, in the limit). ``label`` names it in tables.
     """
 
+    j: int | str = "k"
+    scale: Callable[[int], float] = _one
+    label: str = "∇max_g@k"
+    exact: bool = True
+    per_reward_sd: bool = False
+
+    def order(self, n: int, k: int) -> int:
+        """The j of ``max_g@j`` for groups of n at k_opt = k."""
+        return {"k": k, "n": n}.get(self.j, self.j)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A registered transform and everything the project derives from it.
+
+    ``fixed_k``: None if it reads k_opt from the schedule; else the k it stands for
+    (1, or ``"n"`` for the group size), which ``schedule=constant`` logs as k_opt.
+    ``carries(n, k)``: the factor its advantages carry relative to ``loo``'s reward scale,
+    which ``scale="loo"`` divides out. ``binary_only``: it rejects rewards other than 0/1.
+    ``min_n``: the fewest samples per group it accepts. ``gradient``: what its gradient
+    estimates (the toy problem's target); None if no exact statement is made.
+    ``label``: the analysis label of its runs whatever their k_opt (``tang``, ``grpo``);
+    None labels them ``k_opt=K [name]``. ``paper``: one of the paper's own transforms,
+    whose ``k_opt=K`` labels carry no ``[name]``.
+    """
+
+    name: str
+    fn: Transform
+    fixed_k: int | str | None = None
+    carries: Callable[[int, int], float] = _one
+    binary_only: bool = False
+    min_n: int = 1
+    gradient: Gradient | None = None
+    label: str | None = None
+    paper: bool = False
+
+    @property
+    def uses_k(self) -> bool:
+        """Whether it reads k_opt (``raw``, ``loo``, ``tang``, ... do not)."""
+        return self.fixed_k is None
+
+    def k_for(self, n: int, k_opt: int) -> int:
+        """The k its advantages are computed at: its fixed k, else ``k_opt``."""
+        if self.fixed_k is None:
+            return k_opt
+        return n if self.fixed_k == "n" else int(self.fixed_k)
+
+    def config(self) -> dict:
+        """Its Hydra config ``transform=<name>``: ``fixed_k`` is what ``schedule=constant``
+        takes as k_opt by default (``conf/schedule/constant.yaml``)."""
+        node: dict = {"name": self.name, "scale": "paper"}
+        if self.fixed_k is not None:
+            node["fixed_k"] = "${n}" if self.fixed_k == "n" else self.fixed_k
+        return node
+
+
+_REGISTRY: dict[str, Spec] = {}
+
+
+def register(
+    name: str,
+    *,
+    fixed_k: int | str | None = None,
+    carries: Callable[[int, int], float] = _one,
+    binary_only: bool = False,
+    min_n: int = 1,
+    gradient: Gradient | None = None,
+    label: str | None = None,
+    paper: bool = False,
+) -> Callable[[Transform], Transform]:
+    """Decorator: make ``fn(rewards, k) -> advantages`` available as ``transform(name, ...)``
+    and as the config ``transform=<name>``; the keywords are the :class:`Spec`'s fields."""
+    if fixed_k not in (None, "n") and not (isinstance(fixed_k, int) and fixed_k >= 1):
+        raise ValueError(f"transform {name!r}: fixed_k must be None, 'n' or k >= 1")
+
     def wrap(fn: Transform) -> Transform:
-        if name in _REGISTRY or name in ALIASES:
+        if name in _REGISTRY:
             raise ValueError(f"transform {name!r} is already registered")
-        _REGISTRY[name] = fn
-        if not uses_k:
-            _IGNORES_K.add(name)
-        if carries is not None:
-            _CARRIED[name] = carries
+        spec = Spec(name, fn, fixed_k, carries, binary_only, min_n, gradient, label, paper)
+        _REGISTRY[name] = spec
+        # the config group `transform` needs no YAML: each transform's node comes from here
+        ConfigStore.instance().store(group="transform", name=name, node=spec.config())
         return fn
 
     return wrap
 
 
 def names() -> list[str]:
-    """The registered transform names, sorted (aliases such as ``none`` are not listed)."""
+    """The registered transform names, sorted."""
     return sorted(_REGISTRY)
 
 
-def canonical(name: str) -> str:
-    """The registered name ``name`` stands for (itself, or the target of an alias)."""
-    name = ALIASES.get(name, name)
+def spec(name: str) -> Spec:
+    """The :class:`Spec` registered as ``name``; an unknown name lists the registered ones."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown transform {name!r}; registered transforms: {', '.join(names())}")
-    return name
+    return _REGISTRY[name]
 
 
 def get(name: str) -> Transform:
-    """The transform registered as ``name`` (or aliased); unknown names list the registered."""
-    return _REGISTRY[canonical(name)]
+    """The transform function registered as ``name``."""
+    return spec(name).fn
 
 
 def uses_k(name: str) -> bool:
-    """Whether transform ``name`` reads k_opt (``raw``, ``loo``, ``tang``, ... do not)."""
-    return canonical(name) not in _IGNORES_K
+    """Whether transform ``name`` reads k_opt (:attr:`Spec.uses_k`)."""
+    return spec(name).uses_k
 
 
 def transform(name: str, rewards: Rewards, k: int, scale: str = "paper") -> Rewards:
@@ -104,8 +185,7 @@ def carried_scale(name: str, n: int, k: int) -> float:
     subsets whose maxima it averages), except ``pkpo_sloo_minus_one`` at k = 1, which is ``loo``
     itself; 1 for every other transform (``loo``, ``tang`` = k/n at k = n, ``grpo``, ...).
     """
-    carries = _CARRIED.get(canonical(name))
-    return 1.0 if carries is None else carries(n, k)
+    return spec(name).carries(n, k)
 
 
 def rescale(advantages: Rewards, name: str, k: int, scale: str) -> Rewards:
@@ -151,17 +231,25 @@ def _need_n(t: torch.Tensor, n_min: int, name: str, why: str) -> int:
     return n
 
 
+#: what the PKPO transforms' gradients estimate: d max_g@k / d theta itself (Eq. 19's k/n)
+PASS_K = Gradient("k")
+#: Eq. 33 at k = n (tang, grpo_passk)
+PASS_N = Gradient("n", label="∇max_g@n")
+#: REINFORCE and LOO: E[sum_i g_i score_i] = n d E[g], and max_g@1 = E[g]
+N_PASS1 = Gradient(1, float, "n ∇max_g@1")
+
+
 # ------------------------------------------------------------------ the paper's
 
 
-@register("raw", uses_k=False)
+@register("raw", fixed_k=1, gradient=N_PASS1)
 def raw(rewards: Rewards, k: int) -> Rewards:
-    """The rewards themselves (REINFORCE without a baseline), as floats. Alias: ``none``."""
+    """The rewards themselves (REINFORCE without a baseline), as floats."""
     t, is_numpy = E.as_float_tensor(rewards, "raw")
     return E.restore(t.clone(), t, is_numpy)
 
 
-@register("loo", uses_k=False)
+@register("loo", fixed_k=1, min_n=2, gradient=N_PASS1, paper=True)
 def loo(rewards: Rewards, k: int) -> Rewards:
     """Eq. 26: ``g_i - mean_{j != i} g_j``, the paper's k_opt = 1 baseline. Needs n >= 2."""
     t, is_numpy = E.as_float_tensor(rewards, "loo")
@@ -174,25 +262,31 @@ def _eq19_scale(n: int, k: int) -> float:
     return k / n
 
 
-@register("pkpo_sloo", carries=_eq19_scale)
+@register("pkpo_sloo", carries=_eq19_scale, min_n=2, gradient=PASS_K)
 def pkpo_sloo(rewards: Rewards, k: int) -> Rewards:
     """Eq. 29 (``estimators.sloo``); k < n."""
     return E.sloo(rewards, k)
 
 
-@register("pkpo_sloo_minus_one", carries=lambda n, k: 1.0 if k == 1 else _eq19_scale(n, k))
+@register(
+    "pkpo_sloo_minus_one",
+    carries=lambda n, k: 1.0 if k == 1 else _eq19_scale(n, k),
+    min_n=2,
+    gradient=PASS_K,
+    paper=True,
+)
 def pkpo_sloo_minus_one(rewards: Rewards, k: int) -> Rewards:
     """The paper's PKPO: Eq. 33 (``estimators.sloo_minus_one``) for k >= 2, ``loo`` for k = 1."""
     return loo(rewards, k) if k == 1 else E.sloo_minus_one(rewards, k)
 
 
-@register("pkpo_sloo_centred", carries=_eq19_scale)
+@register("pkpo_sloo_centred", carries=_eq19_scale, min_n=2, gradient=PASS_K)
 def pkpo_sloo_centred(rewards: Rewards, k: int) -> Rewards:
     """``estimators.sloo_centred``: Eq. 29's baseline rescaled by k/n (beyond the paper)."""
     return E.sloo_centred(rewards, k)
 
 
-@register("tang", uses_k=False)
+@register("tang", fixed_k="n", min_n=2, gradient=PASS_N, label="tang")
 def tang(rewards: Rewards, k: int) -> Rewards:
     """Tang et al. (2025): ``sloo_minus_one`` with k = n (pass@n); ``k`` is ignored."""
     return E.sloo_minus_one(rewards, rewards.shape[-1])
@@ -201,14 +295,13 @@ def tang(rewards: Rewards, k: int) -> Rewards:
 # ------------------------------------------------------- other published estimators
 
 
-@register("maxpo", carries=_eq19_scale)
+@register("maxpo", carries=_eq19_scale, min_n=2, gradient=PASS_K)
 def maxpo(rewards: Rewards, k: int) -> Rewards:
     """MaxPO (Takashiro et al., arXiv 2606.06080): PKPO with a leave-two-out baseline.
 
-    The stored corpora hold only the paper's abstract, so this follows its description (and
-    the project issue's): an unbiased max_g@k gradient whose advantages sum exactly to zero
-    in every group. Starting from PKPO's advantage on a sample set S (Eq. 33, max of the
-    empty set taken as 0, so k = 1 gives ``s``),
+    This follows the description in the paper's abstract: an unbiased max_g@k gradient
+    whose advantages sum exactly to zero in every group. Starting from PKPO's advantage on
+    a sample set S (Eq. 33, max of the empty set taken as 0, so k = 1 gives ``s``),
     ``a_j(S) = 1/C(|S|,k) * sum_{I subset S, |I|=k, j in I} (max_I g - max_{I \\ j} g)``,
     the baseline of sample i is PKPO's advantages recomputed without i:
 
@@ -236,7 +329,7 @@ def maxpo(rewards: Rewards, k: int) -> Rewards:
     return E.restore(E.sloo_centred(t, k), t, is_numpy)
 
 
-@register("maxrl", uses_k=False)
+@register("maxrl", fixed_k="n", binary_only=True, label="maxrl")
 def maxrl(rewards: Rewards, k: int) -> Rewards:
     """MaxRL (Tajwar et al., arXiv 2602.02710), as in prime-rl and SkyRL: ``(r_i - m) / m``.
 
@@ -257,7 +350,7 @@ def maxrl(rewards: Rewards, k: int) -> Rewards:
     return E.restore(out, t, is_numpy)
 
 
-@register("passk_training")
+@register("passk_training", binary_only=True)
 def passk_training(rewards: Rewards, k: int) -> Rewards:
     """Chen et al. (arXiv 2508.10751, "Pass@k Training"): the analytical advantage.
 
@@ -297,7 +390,15 @@ def _passk_training_table(n: int, k: int) -> np.ndarray:
     return np.stack([(1 - rho) / sigma, (1 - rho - fail_without_i) / sigma], axis=-1)
 
 
-@register("grpo", uses_k=False)
+@register(
+    "grpo",
+    fixed_k=1,
+    min_n=2,
+    gradient=Gradient(
+        1, lambda n: n - 1.0, "(n−1) ∇max_g@1 / sd(g)", exact=False, per_reward_sd=True
+    ),
+    label="grpo",
+)
 def grpo(rewards: Rewards, k: int) -> Rewards:
     """GRPO (Shao et al., 2024): the group z-score ``(r_i - mean) / (std + eps)``.
 
@@ -313,7 +414,9 @@ def grpo(rewards: Rewards, k: int) -> Rewards:
     return E.restore(centred / (std + STD_EPS), t, is_numpy)
 
 
-@register("dr_grpo", uses_k=False)
+@register(
+    "dr_grpo", fixed_k=1, gradient=Gradient(1, lambda n: n - 1.0, "(n−1) ∇max_g@1"), label="dr_grpo"
+)
 def dr_grpo(rewards: Rewards, k: int) -> Rewards:
     """Dr. GRPO (Liu et al., arXiv 2503.20783): ``r_i - mean``, GRPO without the std.
 
@@ -324,7 +427,7 @@ def dr_grpo(rewards: Rewards, k: int) -> Rewards:
     return E.restore(_centre(t), t, is_numpy)
 
 
-@register("grpo_passk", uses_k=False)
+@register("grpo_passk", fixed_k="n", min_n=2, gradient=PASS_N, label="grpo_passk")
 def grpo_passk(rewards: Rewards, k: int) -> Rewards:
     """verl's ``grpo_passk`` (Tang et al., arXiv 2503.19595), k = n: ``k`` is ignored.
 

@@ -35,7 +35,7 @@ FIXTURE_RUNS = REPO / "tests" / "fixtures" / "runs"
 PAPER_TEXT = REPO / ".." / "shared" / "paper" / "pkpo_paper.txt"
 PAPER_CSV = REPO / "analysis" / "paper" / "tables.csv"
 
-# The brief's table numbering, written out here rather than taken from the library.
+# The paper's table numbering, written out here rather than taken from the library.
 PAPER_PAIRS = {
     ("gemma2_9b", "math"): 1,
     ("llama31_8b", "math"): 2,
@@ -54,7 +54,7 @@ K_EVALS = (1, 2, 4, 8, 16)
 
 @pytest.fixture(scope="session")
 def run_folders() -> Path:
-    """Real event logs of short CPU runs, put in tests/fixtures/runs/ by the lead."""
+    """Real event logs of short CPU runs, committed in tests/fixtures/runs/."""
     if not any(FIXTURE_RUNS.rglob("events.jsonl")):
         pytest.skip(
             "tests/fixtures/runs/ holds no run logs yet (real event logs of two short CPU "
@@ -114,7 +114,7 @@ def expected_row(config: dict) -> str | None:
         return None
     if (config.get("trainer", {}).get("entropy_coef") or 0) > 0:
         return None
-    k = 1 if transform in ("loo", "none") else config["transform"]["k_opt"]
+    k = 1 if transform in ("loo", "raw") else config["transform"]["k_opt"]
     suffix = "" if transform in ("loo", "pkpo_sloo_minus_one") else f" [{transform}]"
     return f"k_opt={k}{suffix}"
 
@@ -300,7 +300,7 @@ def config(transform="pkpo_sloo_minus_one", k=4, schedule=None, entropy=0.0) -> 
         (config("loo", 1), "k_opt=1"),
         (config("loo", 8), "k_opt=1"),  # loo ignores k
         (config("pkpo_sloo", 2), "k_opt=2 [pkpo_sloo]"),
-        (config("none", 4), "k_opt=1 [none]"),
+        (config("raw", 4), "k_opt=1 [raw]"),
         (config("tang", 16), "tang"),
         (config(schedule={"name": "step", "k_start": 8, "k_end": 1}), "annealed (8→1)"),
         (config(schedule={"name": "linear", "k_start": 8, "k_end": 2}), "annealed (linear 8→2)"),

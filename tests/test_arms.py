@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from pkpo.arms import SWEEP_ARMS, arm_label, constant_k, sweep_arm
+from pkpo.arms import SWEEP_ARMS, ArmConfig, arm_label, sweep_arm
 
 
 def test_the_default_sweep_is_the_paper_arms_and_anneal_switches_halfway() -> None:
@@ -34,7 +34,7 @@ def test_an_unknown_arm_name_is_refused_with_the_known_ones(name: str) -> None:
         ({"transform": "loo", "k_opt": 7}, "k_opt=1"),  # loo ignores k
         ({"transform": "pkpo_sloo_minus_one", "k_opt": 4}, "k_opt=4"),
         ({"transform": "pkpo_sloo", "k_opt": 4}, "k_opt=4 [pkpo_sloo]"),
-        ({"transform": "none", "k_opt": 4}, "k_opt=1 [none]"),
+        ({"transform": "gone", "k_opt": 4}, "k_opt=4 [gone]"),  # no longer registered
         ({"transform": "raw", "k_opt": 4}, "k_opt=1 [raw]"),
         ({"transform": "raw", "k_opt": None}, "k_opt=1 [raw]"),
         ({"transform": "tang", "k_opt": 16, "schedule": "step"}, "tang"),
@@ -61,6 +61,44 @@ def test_arm_label_of_a_config(config: dict, label: str) -> None:
     assert arm_label(**config) == label
 
 
-def test_constant_k_reads_k_opt_labels_only() -> None:
-    labels = ("k_opt=4", "k_opt=16 [pkpo_sloo]", "k_opt=1 + x", "tang", "annealed (8→1)")
-    assert [constant_k(label) for label in labels] == [4, 16, 1, None, None]
+@pytest.mark.parametrize(
+    ("config", "kind", "k", "dashed"),
+    [
+        ({"transform": "pkpo_sloo_minus_one", "k_opt": 4}, "k_opt", 4, False),
+        ({"transform": "pkpo_sloo", "k_opt": 16}, "k_opt", 16, True),
+        ({"transform": "loo", "k_opt": 7}, "k_opt", 1, False),
+        ({"transform": "raw", "k_opt": 4}, "k_opt", 1, True),
+        ({"transform": "pkpo_sloo_minus_one", "k_opt": 4, "entropy_coef": 0.1},
+         "k_opt", 4, True),
+        ({"transform": "pkpo_sloo_minus_one", "k_opt": 1, "entropy_coef": 0.1},
+         "EntropyReg", None, False),
+        ({"transform": "loo", "k_opt": 1, "entropy_coef": 0.01}, "EntropyReg", None, False),
+        ({"transform": "pkpo_sloo_minus_one", "k_opt": 4, "scale": "loo"}, "k_opt", 4, True),
+        ({"transform": "tang", "k_opt": 16}, "tang", None, False),
+        ({"transform": "grpo", "k_opt": 1}, "named", None, False),
+        ({"transform": "loo", "schedule": "step", "k_start": 8, "k_end": 1},
+         "annealed", None, False),
+        ({"transform": "loo", "schedule": "step", "k_start": 8, "k_end": 1, "scale": "loo"},
+         "annealed", None, True),
+        ({"transform": None, "k_opt": 4}, "unknown", None, False),
+    ],
+)  # fmt: skip
+def test_an_arm_is_shown_from_its_fields(config: dict, kind: str, k, dashed: bool) -> None:
+    shown = ArmConfig(**config).shown
+    assert (shown.kind, shown.k, shown.dashed) == (kind, k, dashed)
+
+
+def test_arms_sort_by_kind_then_k() -> None:
+    arms = [
+        ArmConfig("loo", schedule="step", k_start=8, k_end=1),
+        ArmConfig("grpo"),
+        ArmConfig("loo", 1, entropy_coef=0.01),
+        ArmConfig("tang"),
+        ArmConfig("pkpo_sloo_minus_one", 16),
+        ArmConfig("pkpo_sloo_minus_one", 2),
+        ArmConfig("loo"),
+    ]
+    labels = [a.label for a in sorted(arms, key=ArmConfig.sort_key)]
+    assert labels == [
+        "k_opt=1", "k_opt=2", "k_opt=16", "tang", "EntropyReg (0.01)", "annealed (8→1)", "grpo"
+    ]  # fmt: skip

@@ -88,7 +88,7 @@ _rng = np.random.default_rng(1234)
 
 
 def _reward_cases():
-    """(label, rewards) pairs for n = 1..10 covering the issue's reward kinds."""
+    """(label, rewards) pairs for n = 1..10 covering every reward kind the estimators accept."""
     cases = []
     for n in range(1, 11):
         cases.append((f"cont{n}", _rng.normal(size=n)))

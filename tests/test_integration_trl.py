@@ -364,29 +364,6 @@ def test_solve_rate_of_a_stream_counts_the_prompts_seen_so_far(pkpo_trl, tmp_pat
     assert trainer._metrics["train"][pkpo_trl.SOLVE_RATE] == [1 / 2, 1 / 3, 2 / 4]
 
 
-def test_a_newly_registered_transform_is_usable_by_name(pkpo_trl, tmp_path):
-    """No per-transform code: a transform registered here trains through PKPOGRPOTrainer."""
-    seen = []
-
-    @transforms.register("test_recorded_dr_grpo")
-    def recorded(rewards, k):  # called on numpy zeros by the config check, then on torch
-        seen.append(rewards)
-        return k * transforms.dr_grpo(rewards, k)
-
-    try:
-        args = config(pkpo_trl, str(tmp_path), pkpo_transform="test_recorded_dr_grpo", pkpo_k=3)
-        trainer = make_trainer(pkpo_trl, args)
-        trainer.model.train()
-        output = trainer._generate_and_score_completions([{"prompt": PROMPTS[0]}] * N)
-    finally:
-        del transforms._REGISTRY["test_recorded_dr_grpo"]
-    rewards = seen[-1].reshape(-1)  # the group TRL scored, [n], as a torch tensor
-    assert rewards.shape == (N,)
-    want = 3 * (rewards - rewards.mean())  # by hand, k_opt = 3
-    assert want.abs().max() > 0  # the group's rewards differ, so this can fail
-    torch.testing.assert_close(output["advantages"].double(), want, rtol=0, atol=1e-6)
-
-
 def test_group_keys_checks_that_groups_repeat_one_prompt(pkpo_trl):
     chat = [{"role": "user", "content": "2+2="}]
     keys = pkpo_trl.group_keys(["a", "a", chat, [dict(chat[0])]], n=2)

@@ -85,14 +85,12 @@ def test_unknown_group_option_lists_choices(tmp_path):
         _cfg(tmp_path, "transform=grpo_std")
 
 
-def test_bad_config_fails_before_the_model_loads(tmp_path, monkeypatch):
+def test_bad_config_fails_before_the_model_loads(tmp_path):
     def boom(*a, **k):
         raise AssertionError("model loading reached")
 
-    monkeypatch.setattr("pkpo.train.check_model", boom)
-    monkeypatch.setattr("pkpo.train.load_policy", boom)
     with pytest.raises(C.ConfigError):
-        run(_cfg(tmp_path, "n=3", "schedule.k_opt=5"))
+        run(_cfg(tmp_path, "n=3", "schedule.k_opt=5"), check_model=boom, load_policy=boom)
     assert not (tmp_path / "run").exists()
 
 
@@ -133,17 +131,18 @@ def test_scorer_turns_failures_into_zero(workers):
 # ------------------------------------------------------------------ real runs (slow)
 
 
-def _run_and_capture(cfg):
-    """Run the loop, recording each training rollout and what reached the trainer."""
+def _run_and_capture(cfg, **parts):
+    """Run the loop (``parts``: ``Run``'s own), recording each training rollout and what
+    reached the trainer."""
     cfg, run_dir = resolve_run(cfg)
-    loop = Run(cfg, run_dir)
+    loop = Run(cfg, run_dir, **parts)
     seen = {"rollouts": [], "updates": []}
     rollout, update = loop.rollout, loop.trainer.update
 
     def spy_rollout(problems, n, phase, timer):
         out = rollout(problems, n, phase, timer)
         if phase == "train":
-            seen["rollouts"].append((problems, out[0]))
+            seen["rollouts"].append((problems, out.completions))
         return out
 
     def spy_update(batch):
@@ -192,7 +191,7 @@ def test_two_real_steps(tmp_path, backend):
 
 
 @pytest.mark.slow
-def test_transform_scale_loo_reaches_the_trainer(tmp_path, monkeypatch):
+def test_transform_scale_loo_reaches_the_trainer(tmp_path):
     # n = 4, k_opt = 2: on the loo scale the advantages are n/k = 2 times the paper's
     scales = []
 
@@ -200,9 +199,8 @@ def test_transform_scale_loo_reaches_the_trainer(tmp_path, monkeypatch):
         scales.append(scale)  # all-zero rewards would hide a lost scale from the check below
         return transform(name, rewards, k, scale=scale)
 
-    monkeypatch.setattr("pkpo.train.transform", spy)
     overrides = ("sampler=hf", "transform.scale=loo", "steps=1", "eval.problems=0")
-    _, _, seen, task = _run_and_capture(_cfg(tmp_path, *overrides))
+    _, _, seen, task = _run_and_capture(_cfg(tmp_path, *overrides), transform=spy)
     assert scales == ["loo"]
     (problems, groups), batch = seen["rollouts"][0], seen["updates"][0]
     rewards = np.array(

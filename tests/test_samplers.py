@@ -8,7 +8,10 @@ temperature and top-p applied by hand (``teacher_forced``), not from sampler cod
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,12 +20,18 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from pkpo import samplers
 from pkpo.models import load_policy
 from pkpo.prompts import encode_prompts
-from pkpo.samplers import make_sampler, sampling_params
+from pkpo.samplers import (
+    PER_CALL_KEYS,
+    backend_options,
+    sampler_configs,
+    sampling_params,
+)
 from pkpo.samplers.base import Completion, SamplingParams, check_generate_args
 from pkpo.samplers.hf import HFSampler
-from pkpo.samplers.vllm import request_seed
+from pkpo.samplers.vllm import VLLMSampler, request_seed
 
 CONF = Path(__file__).parents[1] / "conf"
 SMOLLM2 = OmegaConf.load(CONF / "model" / "smollm2_135m.yaml")
@@ -134,31 +143,114 @@ def test_request_seeds_give_every_sample_its_own_stream():
     assert request_seed(None, 2, 4) is None
 
 
-def _sampler_cfg(name: str):
+def _sampler_cfg(name: str, overrides=()):
     with initialize_config_dir(config_dir=str(CONF / "sampler"), version_base=None):
-        return compose(name)
+        return compose(name, overrides=list(overrides))
+
+
+TARGETS = {
+    "auto": "pkpo.samplers.auto",
+    "hf": "pkpo.samplers.hf.HFSampler.for_policy",
+    "vllm": "pkpo.samplers.vllm.VLLMSampler.for_policy",
+}
 
 
 def test_sampler_configs_compose():
-    for name, backend in [("auto", "auto"), ("vllm", "vllm"), ("hf", "hf")]:
+    assert sampler_configs() == set(TARGETS)
+    auto_cfg = _sampler_cfg("auto")
+    for name, target in TARGETS.items():
         cfg = _sampler_cfg(name)
-        assert cfg.backend == backend
-        assert sampling_params(cfg, seed=7) == SamplingParams(1.0, 1.0, 128, 7)
-        assert set(cfg.hf) == {"batch_size", "cache_implementation", "compile"}
+        assert cfg._target_ == target
+        assert list(cfg)[:4] == ["_target_", *PER_CALL_KEYS[:3]]
+        assert sampling_params(cfg, seed=7) == SamplingParams(seed=7)  # the dataclass defaults
+        # every config has every backend's block, so presets and overrides compose with any
+        assert {k: v for k, v in cfg.items() if k != "_target_"} == {
+            k: v for k, v in auto_cfg.items() if k != "_target_"
+        }
+    assert set(auto_cfg.hf) == {"batch_size", "cache_implementation", "compile"}
+
+
+class _Recorded:
+    """Stands in for ``VLLMSampler.__init__``: records its arguments, starts no engine."""
+
+    def __init__(self, checkpoint, **options):
+        self.checkpoint, self.options = checkpoint, options
+
+
+def _fake_policy():
+    """What ``HFSampler`` reads of a model and tokenizer at construction, nothing more."""
+    model = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=2))
+    tokenizer = SimpleNamespace(pad_token_id=0, eos_token_id=2, name_or_path="fake")
+    return model, tokenizer, "/checkpoint"
+
+
+def _build(cfg, model, tokenizer, checkpoint, **overrides):
+    return instantiate(
+        cfg, model=model, tokenizer=tokenizer, checkpoint_path=checkpoint, **overrides
+    )
+
+
+@pytest.mark.parametrize("installed", [True, False])
+def test_the_target_picks_the_backend_and_its_options(monkeypatch, installed):
+    monkeypatch.setattr(VLLMSampler, "__init__", _Recorded.__init__)
+    monkeypatch.setattr(samplers.base, "vllm_installed", lambda: installed)
+    model, tokenizer, checkpoint = _fake_policy()
+    overrides = ["hf.batch_size=5", "vllm.max_model_len=64", "max_new_tokens=9"]
+    hf = _build(_sampler_cfg("hf", overrides), model, tokenizer, checkpoint)
+    assert isinstance(hf, HFSampler) and hf.model is model and hf.batch_size == 5
+    auto = _build(_sampler_cfg("auto", overrides), model, tokenizer, checkpoint, _convert_="all")
+    assert isinstance(auto, VLLMSampler if installed else HFSampler)
+    if installed:  # the engine's folder and the vllm: block, as the loop passes them
+        vllm = _build(_sampler_cfg("vllm", overrides), model, tokenizer, checkpoint)
+        for sampler in (auto, vllm):
+            assert sampler.checkpoint == checkpoint
+            assert sampler.options["max_model_len"] == 64
+            assert sampler.options["env"] == {"VLLM_USE_AOT_COMPILE": "0"}
+            assert set(sampler.options) == set(_sampler_cfg("vllm").vllm)
+    else:
+        assert auto.batch_size == 5
+        with pytest.raises(ImportError, match="sampler=vllm: vLLM is not installed"):
+            VLLMSampler.for_policy(model, tokenizer, checkpoint, vllm={})
+
+
+def test_unknown_sampler_keys_are_one_line_errors():
+    model, tokenizer, checkpoint = _fake_policy()
+    unknown = r"unknown sampler keys \['batch_size', 'vlm'\]: sampler=hf reads"
+    with pytest.raises(TypeError, match=unknown):
+        HFSampler.for_policy(model, tokenizer, checkpoint, vlm={}, batch_size=2, temperature=1)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'batchsize'"):
+        HFSampler.for_policy(model, tokenizer, checkpoint, hf={"batchsize": 2})
+    # the other backends' blocks and the per-call keys are not the backend's options
+    assert backend_options("hf", {"compile": True}, {"vllm": {}, "auto": None, "top_p": 1}) == {
+        "compile": True
+    }
+
+
+def test_building_an_hf_sampler_does_not_import_vllm():
+    code = f"""if True:
+        import sys
+        from types import SimpleNamespace
+        from hydra import compose, initialize_config_dir
+        from hydra.utils import instantiate
+        from pkpo import samplers
+        samplers.base.vllm_installed = lambda: False
+        model = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=2))
+        tokenizer = SimpleNamespace(pad_token_id=0, eos_token_id=2, name_or_path="fake")
+        with initialize_config_dir(config_dir={str(CONF / "sampler")!r}, version_base=None):
+            for name in ("hf", "auto"):
+                instantiate(compose(name), model=model, tokenizer=tokenizer, checkpoint_path=".")
+        assert "vllm" not in sys.modules, "vllm was imported"
+    """
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 @pytest.mark.slow  # loads the model (converts it on a cold cache)
-def test_make_sampler_picks_the_backend(policy):
+def test_the_hf_config_samples_with_the_policy_itself(policy):
     model, tokenizer, checkpoint, _ = policy
     cfg = _sampler_cfg("hf")
     sampler = instantiate(cfg, model=model, tokenizer=tokenizer, checkpoint_path=checkpoint)
     assert isinstance(sampler, HFSampler) and sampler.model is model
     assert sampler.batch_size == cfg.hf.batch_size
-    with pytest.raises(ValueError, match="backend must be one of"):
-        make_sampler(model, tokenizer, checkpoint, backend="tgi")
-    if not HAS_VLLM:
-        with pytest.raises(ImportError, match="vLLM is not installed"):
-            make_sampler(model, tokenizer, checkpoint, backend="vllm")
 
 
 # ----------------------------------------------------------------------------- HF sampler

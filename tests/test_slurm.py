@@ -234,7 +234,7 @@ def test_paper_preset_composes_validates_and_uses_real_keys(name):
     assert cfg.trainer._target_ == "pkpo.trainers.deepspeed.DeepSpeedTrainer"
     trainer_keys = set(cfg.trainer) - {"_target_"}
     assert trainer_keys <= _accepted(DeepSpeedEngine, LocalEngine, PPOTrainer)
-    assert cfg.sampler.backend == "vllm"
+    assert cfg.sampler._target_ == "pkpo.samplers.vllm.VLLMSampler.for_policy"
     assert set(cfg.sampler.vllm) <= _accepted(VLLMSampler.__init__)
     assert cfg.trainer.minibatch_size % 8 == 0 and cfg.prompts_per_step % 8 == 0  # 8 GPUs
     if name == "paper_fig3_annealing":

@@ -13,7 +13,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import importlib.util
+import math
 import random
+import statistics
 from pathlib import Path
 
 import pytest
@@ -282,6 +284,28 @@ def test_hf_sampler_samples_the_testbed_model(tiny_policy):
     groups = sampler.generate(prompts, 3, params)
     assert _check_samples(groups, prompts, model, 3, 6, tokenizer.eos_token_id) < 1e-4
     assert all(set(c.text) <= set(CHARS) for g in groups for c in g)
+
+
+def test_the_build_reports_pass_at_k_of_the_tasks_own_scores():
+    # pretrain.evaluate (the report's held_out) by hand: the HF sampler's completions as the
+    # build samples them, each scored by the task, the unbiased pass@k of each problem
+    # (Eq. 3: 1 - C(n - c, k) / C(n, k)) averaged, and its standard error over problems
+    model, tokenizer, _ = load_policy(group_config("model", "tiny_arith_noisy"))
+    model.eval()
+    task = ArithmeticTask(**_task_kwargs(digits=1, n_train=0, n_test=6))
+    problems, n = task.load("test"), 8
+    got = pretrain.evaluate(model, tokenizer, task, problems, n, [1, 4, 16], 3, 6)
+    sampler = HFSampler(model, tokenizer, batch_size=len(problems) * n)
+    params = SamplingParams(temperature=1.0, max_new_tokens=6, seed=3)
+    groups = sampler.generate(_prompts(tokenizer, task, problems), n, params)
+    correct = [sum(task.score(p, c.text) for c in g) for p, g in zip(problems, groups, strict=True)]
+    assert 0 < sum(correct) < len(problems) * n  # neither all right nor all wrong
+    want = {}
+    for k in (1, 4):  # 16 > n: no unbiased estimate, left out
+        per_problem = [1 - math.comb(n - int(c), k) / math.comb(n, k) for c in correct]
+        want[f"pass@{k}"] = statistics.mean(per_problem)
+        want[f"pass@{k}_se"] = statistics.stdev(per_problem) / math.sqrt(len(problems))
+    assert got == pytest.approx(want, abs=1e-12)
 
 
 @pytest.mark.slow  # starts a vLLM engine on CPU (~30-60 s)

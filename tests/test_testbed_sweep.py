@@ -159,7 +159,7 @@ def test_the_figures_of_both_splits_are_regenerated(report: Path) -> None:
 
 def test_figures_6_to_8_draw_the_papers_arms_not_the_zoos_k_free_ones() -> None:
     frame = A.setting_frame(A.load_runs([MAIN]), "tiny_arith", "tiny_arith", 16)
-    drawn = set(figures._arms_for_progress(frame, None))
+    drawn = {arm.label for arm in figures._arms_for_progress(frame, None)}
     assert drawn == {
         "k_opt=1",
         "k_opt=2",

@@ -5,17 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from pkpo import estimators as E
 from pkpo import transforms as T
+from pkpo.config import group_config
 
 
 def test_registry_lists_the_paper_transforms():
     assert {"raw", "loo", "pkpo_sloo", "pkpo_sloo_minus_one", "pkpo_sloo_centred", "tang"} <= set(
         T.names()
     )
-    # the old name of ``raw`` still resolves (configs say transform=none) but is not listed
-    assert "none" not in T.names() and T.get("none") is T.raw and T.canonical("none") == "raw"
+    assert T.get("raw") is T.raw and T.spec("loo").fn is T.loo
 
 
 def test_unknown_name_lists_registered():
@@ -45,9 +46,9 @@ def test_tang_is_max_minus_max_of_others():
     torch.testing.assert_close(T.transform("tang", g, 3), want, rtol=0, atol=1e-7)
 
 
-def test_none_returns_float_copy():
+def test_raw_returns_float_copy():
     g = np.array([[1, 0, 1]])
-    out = T.transform("none", g, 1)
+    out = T.transform("raw", g, 1)
     assert out.dtype == np.float64 and out is not g
     np.testing.assert_array_equal(out, g)
 
@@ -55,6 +56,60 @@ def test_none_returns_float_copy():
 def test_register_rejects_duplicates():
     with pytest.raises(ValueError, match="already registered"):
         T.register("loo")(lambda r, k: r)
+
+
+# ------------------------------------------- each spec states what its function does
+
+
+def _rewards(spec: T.Spec, n: int) -> np.ndarray:
+    rng = np.random.default_rng(n)
+    if spec.binary_only:
+        return rng.integers(0, 2, (3, n)).astype(float)
+    return rng.choice([0.0, 0.3, 0.5, 1.0], (3, n))
+
+
+def _some_k(spec: T.Spec, n: int) -> int:
+    return spec.k_for(n, max(1, n - 1))
+
+
+@pytest.mark.parametrize("name", T.names())
+def test_the_spec_states_the_fewest_samples(name):
+    spec = T.spec(name)
+    g = _rewards(spec, spec.min_n)
+    assert T.transform(name, g, _some_k(spec, spec.min_n)).shape == g.shape
+    if spec.min_n > 1:
+        fewer = spec.min_n - 1
+        with pytest.raises(ValueError):
+            T.transform(name, _rewards(spec, fewer), _some_k(spec, fewer))
+
+
+@pytest.mark.parametrize("name", T.names())
+def test_the_spec_states_whether_rewards_must_be_binary(name):
+    spec = T.spec(name)
+    g = np.array([[1.0, 0.0, 0.5, 1.0, 0.0]])
+    if spec.binary_only:
+        with pytest.raises(ValueError, match="not 0 or 1"):
+            T.transform(name, g, 2)
+    else:
+        assert np.isfinite(T.transform(name, g, 2)).all()
+
+
+@pytest.mark.parametrize("name", T.names())
+def test_a_transform_with_a_fixed_k_ignores_k_opt(name):
+    spec = T.spec(name)
+    g = _rewards(spec, 6)
+    outs = [T.transform(name, g, k) for k in (1, 3, 5)]
+    same = all(np.array_equal(outs[0], out) for out in outs[1:])
+    assert same == (not spec.uses_k)
+
+
+@pytest.mark.parametrize("name", T.names())
+def test_the_transform_config_is_derived_from_the_spec(name):
+    spec = T.spec(name)
+    node = OmegaConf.to_container(group_config("transform", name))  # unresolved
+    want = {None: None, 1: 1, "n": "${n}"}[spec.fixed_k]
+    assert (node.pop("name"), node.pop("scale"), node.pop("fixed_k", None)) == (name, "paper", want)
+    assert node == {}
 
 
 # ------------------------------------------------------------ transform.scale = loo

@@ -21,7 +21,7 @@ from pkpo import estimators as E
 from pkpo import transforms as T
 
 NEW = ("maxpo", "maxrl", "passk_training", "grpo", "dr_grpo", "grpo_passk")
-BINARY_ONLY = ("maxrl", "passk_training")
+BINARY_ONLY = tuple(name for name in NEW if T.spec(name).binary_only)
 
 # ------------------------------------------------------------------------- oracles
 
@@ -91,7 +91,6 @@ ORACLES = {
     "dr_grpo": oracle_dr_grpo,
     "grpo_passk": oracle_grpo_passk,
 }
-MIN_N = {"maxpo": 2, "grpo": 2, "grpo_passk": 2, "maxrl": 1, "passk_training": 1, "dr_grpo": 1}
 
 
 def ks(name: str, n: int) -> list[int]:
@@ -123,7 +122,7 @@ CASES = [
     (name, label, g, k)
     for name in NEW
     for label, g in reward_cases(name in BINARY_ONLY)
-    if len(g) >= MIN_N[name]
+    if len(g) >= T.spec(name).min_n
     for k in ks(name, len(g))
 ]
 

@@ -34,11 +34,10 @@ Everything here is a small function over pandas frames so that the notebooks in
   :mod:`~pkpo.analysis.report` (:class:`Report`, files + a manifest per notebook, and
   :func:`write_index`) and :mod:`~pkpo.analysis.cli` (``pkpo-analyze``).
 
-A run's arm label (``k_opt=4``, ``tang``, ``annealed (8→1)``, ``EntropyReg (0.01)``) comes
-from :mod:`pkpo.arms`, where the sweep's arms are defined.
+A run's arm is the structured :class:`pkpo.arms.ArmConfig` of its config
+(:func:`~pkpo.analysis.runs.arms_in`); its label (``k_opt=4``, ``tang``, ``annealed (8→1)``,
+``EntropyReg (0.01)``), colour and order are computed from it for display.
 """
-
-from pkpo.arms import PAPER_DEFAULT_TRANSFORMS
 
 from .claims import ClaimsTable, claims_grid, claims_table, claims_tidy, is_hard_task
 from .confirmatory import (
@@ -89,7 +88,7 @@ from .runs import (
     scan_runs,
 )
 from .stall import NO_REGIME, StallCriterion, StallTable, find_searches, stall_grid, stall_table
-from .style import ARM_COLORS, BENCHMARKS, MODEL_NAMES, arm_sort_key, arm_style, k_color
+from .style import ARM_COLORS, BENCHMARKS, MODEL_NAMES, arm_style, k_color
 from .switch import switch_frame, switch_grid
 from .tables import (
     PAPER_ROWS,
@@ -126,7 +125,6 @@ __all__ = [
     "MODEL_NAMES",
     "PANEL_HEIGHT",
     "PANEL_WIDTH",
-    "PAPER_DEFAULT_TRANSFORMS",
     "PAPER_ROWS",
     "PAPER_TABLES",
     "PARAMS_ENV",
@@ -149,7 +147,6 @@ __all__ = [
     "StallCriterion",
     "StallTable",
     "aggregate_seeds",
-    "arm_sort_key",
     "arm_style",
     "best_entropy_arm",
     "claims_grid",

@@ -28,6 +28,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
 import pkpo.notebooks
+from pkpo import plugins
 from pkpo.logger import EventLogWarning
 
 from .notebook import PARAMS_ENV
@@ -132,6 +133,11 @@ def execute_notebook(name: str, params_path: Path, out: Path, timeout: int) -> N
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    try:
+        plugins.load()
+    except plugins.PluginError as err:
+        print(f"pkpo-analyze: error: {err}", file=sys.stderr)
+        return 2
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     run_paths = [p.resolve() for p in args.runs]

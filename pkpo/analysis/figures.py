@@ -18,10 +18,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from scipy import stats as scipy_stats
 
-from pkpo.arms import ANNEALED, TANG, constant_k
+from pkpo.arms import ANNEALED, TANG, ArmConfig
 
 from .errors import NoDataError
-from .style import ARM_COLORS, arm_sort_key, arm_style, display_model, display_task
+from .runs import arms_in
+from .style import ARM_COLORS, arm_style, display_model, display_task
 from .tables import best_entropy_arm, final_metrics, held_out
 
 TRAIN_K_EVALS = (1, 2, 4, 8, 12, 16)
@@ -98,7 +99,7 @@ def seed_curves(
 def _plot_arms(
     ax: Any,
     curves: pd.DataFrame,
-    arms: Sequence[str],
+    arms: Sequence[ArmConfig],
     seeds: dict[str, str],
     band: str = "se",
     **line: Any,
@@ -107,11 +108,11 @@ def _plot_arms(
     ``ci95``: the 95 % t interval) where there are two or more seeds, labelled with its
     number of seeds."""
     for arm in arms:
-        curve = curves[curves["arm"] == arm]
+        curve = curves[curves["arm"] == arm.label]
         if curve.empty:
             continue
         style = arm_style(arm)
-        label = f"{arm} ({seeds.get(arm, '0 seeds')})"
+        label = f"{arm.label} ({seeds.get(arm.label, '0 seeds')})"
         # short runs get markers: a lone point would not show as a line
         dots = {"marker": "o", "markersize": 3} if len(curve) < 30 else {}
         ax.plot(curve["step"], curve["mean"], label=label, linewidth=1.4, **style, **dots | line)
@@ -146,14 +147,14 @@ def _seed_counts(df: pd.DataFrame) -> dict[str, str]:
     return labels
 
 
-def _arms_for_progress(df: pd.DataFrame, split: str | None) -> list[str]:
+def _arms_for_progress(df: pd.DataFrame, split: str | None) -> list[ArmConfig]:
     """Arms of Figures 6-8: the paper's (every constant k_opt, tang, EntropyReg at its best
     coefficient), not annealed ones and not the k-free estimators of the zoo (grpo, maxrl,
     ...): those would share one colour here, and the tables and claims list them."""
     best, _ = best_entropy_arm(final_metrics(df, split))
-    arms = {str(a) for a in df["arm"].unique()}
-    keep = [a for a in arms if constant_k(a) is not None or a == TANG or a == best]
-    return sorted(keep, key=arm_sort_key)
+    arms = arms_in(df).values()
+    keep = [a for a in arms if a.shown.k is not None or a.shown.kind == TANG or a.label == best]
+    return sorted(keep, key=ArmConfig.sort_key)
 
 
 def _train_k_evals(df: pd.DataFrame, k_evals: Sequence[int] | None) -> list[int]:
@@ -179,15 +180,13 @@ def fig_annealing(
 ) -> Figure:
     """Figure 3: annealed k_opt vs constant k_opt; held-out (top) and training (bottom)
     pass@k_eval against step, one column per k_eval, mean ± s.e. over seeds."""
-    arms = sorted({str(a) for a in df["arm"].unique()}, key=arm_sort_key)
-    annealed = [a for a in arms if a.startswith(ANNEALED)]
+    arms = sorted(arms_in(df).values(), key=ArmConfig.sort_key)
+    annealed = [a for a in arms if a.shown.kind == ANNEALED]
     if not annealed:
         raise NoDataError(
             "Figure 3 needs runs with an annealed k_opt schedule (schedule != constant)"
         )
-    arms = annealed + [
-        a for a in arms if constant_k(a) is not None and "[" not in a and "+" not in a
-    ]
+    arms = annealed + [a for a in arms if a.shown.k is not None and not a.shown.dashed]
     k_evals = _train_k_evals(df, k_evals)
     if not k_evals:
         raise NoDataError("Figure 3: the runs log no training pass@k")
@@ -206,7 +205,8 @@ def fig_annealing(
             ax.set_title(f"{what} pass@{k}", fontsize=9)
             ax.set_ylabel(f"{what} pass@{k} (%)", fontsize=8)
         axes[1, col].set_xlabel("training step", fontsize=8)
-    for switch in df.loc[df["arm"].isin(annealed), "switch_step"].dropna().unique():
+    annealed_runs = df["arm"].isin([a.label for a in annealed])
+    for switch in df.loc[annealed_runs, "switch_step"].dropna().unique():
         for ax in axes.flat:
             ax.axvline(float(switch), color=ARM_COLORS[ANNEALED], linewidth=0.8, linestyle=":")
     fig.suptitle(
@@ -332,6 +332,8 @@ def fig_held_out_progress(
     confirmatory studies' figure, and Figure 8's analogue on a hard split."""
     if df.empty or held_out(df, split).empty:
         raise NoDataError(f"{title}: no held-out evaluations")
+    configs = arms_in(df)
+    arms = [configs[a] for a in arms if a in configs]
     seeds = _seed_counts(df)
     fig, axes = _figure(1, len(k_evals) + 1)
     for ax, k in zip(axes[0], k_evals, strict=False):

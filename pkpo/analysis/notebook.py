@@ -13,6 +13,8 @@ from typing import Any
 
 import pandas as pd
 
+from pkpo import plugins
+
 from .runs import run_inventory, runs_frame, scan_runs
 
 PARAMS_ENV = "PKPO_ANALYSIS_PARAMS"
@@ -21,7 +23,9 @@ PARAMS_ENV = "PKPO_ANALYSIS_PARAMS"
 
 def notebook_params(defaults: dict[str, Any] | None = None) -> dict[str, Any]:
     """Parameters of a notebook run: the JSON file named by ``$PKPO_ANALYSIS_PARAMS``
-    (written by ``pkpo-analyze``), over ``defaults`` for interactive use."""
+    (written by ``pkpo-analyze``), over ``defaults`` for interactive use. Imports the
+    ``PKPO_PLUGINS`` modules first, so their transforms label their runs here too."""
+    plugins.load()
     params = {
         "runs": ["runs"],
         "toy_dirs": None,

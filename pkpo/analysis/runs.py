@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pkpo.arms import PAPER_SCALE, arm_label
+from pkpo.arms import PAPER_SCALE, ArmConfig
 from pkpo.logger import read_events
 
 from .errors import warn
@@ -41,6 +41,8 @@ CONFIG_COLUMNS = (
     "scale",
     "arm",
 )
+ARM_FIELDS = ("transform", "k_opt", "schedule", "k_start", "k_end", "entropy_coef", "scale")
+"""The columns that state a run's arm (the fields of :class:`pkpo.arms.ArmConfig`)."""
 
 
 @dataclass(frozen=True)
@@ -62,17 +64,14 @@ class RunConfig:
     """``transform.scale`` (:func:`pkpo.transforms.rescale`); older runs: the paper's."""
 
     @property
+    def arm_config(self) -> ArmConfig:
+        """The run's arm, structured (:class:`pkpo.arms.ArmConfig`)."""
+        return ArmConfig(*(getattr(self, name) for name in ARM_FIELDS))
+
+    @property
     def arm(self) -> str:
         """The arm label (:mod:`pkpo.arms`): tang, annealed, EntropyReg or k_opt=K."""
-        return arm_label(
-            self.transform,
-            self.k_opt,
-            self.schedule,
-            self.k_start,
-            self.k_end,
-            self.entropy_coef,
-            self.scale,
-        )
+        return self.arm_config.label
 
     def columns(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in CONFIG_COLUMNS}
@@ -336,3 +335,18 @@ def runs_under(df: pd.DataFrame, folder: str | Path) -> pd.DataFrame:
     root = Path(folder).resolve()
     inside = df["run_dir"].astype(str).map(lambda d: Path(d).resolve().is_relative_to(root))
     return df[inside.to_numpy(dtype=bool)]
+
+
+def arms_in(frame: pd.DataFrame) -> dict[str, ArmConfig]:
+    """Each arm label of ``frame`` (runs in long or inventory format) -> its structured
+    :class:`~pkpo.arms.ArmConfig`, rebuilt from the config columns, never from the label."""
+    out: dict[str, ArmConfig] = {}
+    for row in frame[[*ARM_FIELDS]].drop_duplicates().itertuples(index=False):
+        values = {k: (None if pd.isna(v) else v) for k, v in zip(ARM_FIELDS, row, strict=True)}
+        for key in ("k_opt", "k_start", "k_end"):
+            if values[key] is not None:
+                values[key] = int(values[key])
+        values["entropy_coef"] = float(values["entropy_coef"] or 0.0)
+        arm = ArmConfig(**{k: (str(v) if isinstance(v, str) else v) for k, v in values.items()})
+        out.setdefault(arm.label, arm)
+    return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pkpo.arms import ANNEALED, ENTROPY_REG, TANG, constant_k
+from pkpo.arms import ANNEALED, ENTROPY_REG, TANG, ArmConfig
 from pkpo.toy.style import K_COLORS
 
 BENCHMARKS = {"math": "MATH", "mbpp": "Coding", "arc": "ARC"}
@@ -32,23 +32,8 @@ def k_color(k: int) -> Any:
     return K_COLORS[min(max(int(k), 1), max(K_COLORS))]
 
 
-def arm_style(arm: str) -> dict[str, Any]:
-    """Line colour and style of an arm: its k colour, dashed for a non-paper transform."""
-    k = constant_k(arm)
-    if k is not None:
-        color = k_color(k)
-    else:
-        color = next((c for name, c in ARM_COLORS.items() if arm.startswith(name)), "#17becf")
-    linestyle = "--" if "[" in arm or "+" in arm else "-"
-    return {"color": color, "linestyle": linestyle}
-
-
-def arm_sort_key(arm: str) -> tuple[int, float, str]:
-    """Table/legend order: k_opt=1, 2, 4, ... then tang, EntropyReg, annealed, the rest."""
-    k = constant_k(arm)
-    if k is not None:
-        return (0, k, arm)
-    for rank, name in enumerate((TANG, ENTROPY_REG, ANNEALED), start=1):
-        if arm.startswith(name):
-            return (rank, 0, arm)
-    return (9, 0, arm)
+def arm_style(arm: ArmConfig) -> dict[str, Any]:
+    """Line colour and style of an arm: its k colour, dashed if not the paper's setting."""
+    shown = arm.shown
+    color = k_color(shown.k) if shown.k is not None else ARM_COLORS.get(shown.kind, "#17becf")
+    return {"color": color, "linestyle": "--" if shown.dashed else "-"}

@@ -19,6 +19,7 @@ import pandas as pd
 from pkpo.arms import ANNEALED
 
 from .render import Grid
+from .runs import arms_in
 from .style import display_model, display_task
 from .tables import setting_frame
 
@@ -30,7 +31,8 @@ METRICS = ("adv_std", "grad_norm", "kl_old")
 def switch_frame(df: pd.DataFrame, model: str, task: str, n: int) -> pd.DataFrame:
     """Per annealed arm and metric: switch step, seeds, mean before, mean after, ratio."""
     sub = setting_frame(df, model, task, n)
-    sub = sub[sub["arm"].astype(str).str.startswith(ANNEALED) & (sub["event"] == "train")]
+    annealed = [label for label, arm in arms_in(sub).items() if arm.shown.kind == ANNEALED]
+    sub = sub[sub["arm"].astype(str).isin(annealed) & (sub["event"] == "train")]
     rows = []
     for arm, runs in sub.groupby(sub["arm"].astype(str)):
         switch = int(runs["switch_step"].dropna().min())

@@ -21,8 +21,8 @@ import pandas as pd
 from pkpo.arms import ENTROPY_REG, TANG, k_opt_label
 
 from .errors import warn
-from .runs import pick_split
-from .style import arm_sort_key, display_model, display_task
+from .runs import arms_in, pick_split
+from .style import display_model, display_task
 
 TABLE_K_EVALS = (1, 2, 4, 8, 16)
 """k_eval columns of Tables 1-4, 7 and 8."""
@@ -132,13 +132,9 @@ def aggregate_seeds(
 
 
 def _entropy_rows(frame: pd.DataFrame) -> np.ndarray:
-    """Row mask of the EntropyReg arms (a numpy mask: Series.map on no rows is no mask)."""
-    return np.array([is_entropy_baseline(str(arm)) for arm in frame["arm"]], dtype=bool)
-
-
-def is_entropy_baseline(arm: str) -> bool:
-    """Whether ``arm`` is an EntropyReg arm on the k_opt = 1 baseline (any coefficient)."""
-    return arm.startswith(f"{ENTROPY_REG} (")
+    """Row mask of the EntropyReg arms on the k_opt = 1 baseline, any coefficient."""
+    entropy = {label for label, arm in arms_in(frame).items() if arm.shown.kind == ENTROPY_REG}
+    return frame["arm"].astype(str).isin(entropy).to_numpy(dtype=bool)
 
 
 def best_entropy_arm(final: pd.DataFrame) -> tuple[str | None, dict[str, float]]:
@@ -273,7 +269,9 @@ def results_table(
     sub, short = _drop_short_runs(sub)
     skipped.update(short)
     columns = table_columns(task)
-    rows = [*PAPER_ROWS, *sorted(set(sub["row"]) - set(PAPER_ROWS), key=arm_sort_key)]
+    configs = arms_in(sub)
+    others = sorted(set(sub["row"]) - set(PAPER_ROWS), key=lambda a: configs[a].sort_key())
+    rows = [*PAPER_ROWS, *others]
     values = pd.concat(
         [
             sub[(sub["event"] == c.event) & (sub["metric"] == c.metric)].assign(column=c.label)

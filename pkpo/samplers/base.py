@@ -8,12 +8,16 @@ computes by teacher forcing at the same temperature, so a PPO ratio (paper §5) 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+import functools
+import importlib.resources
+import importlib.util
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 FINISH_REASONS = ("stop", "length")
 
@@ -106,3 +110,42 @@ def iter_merged_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Ten
         plain_name = name.replace(".base_layer.", ".")
         delta = deltas.get(plain_name)
         yield plain_name, tensor if delta is None else tensor + delta.to(tensor.dtype)
+
+
+# ------------------------------------------------------------ a backend's config
+
+PER_CALL_KEYS = tuple(f.name for f in fields(SamplingParams))
+"""Keys of a sampler config that are each call's ``SamplingParams``, not a backend's options."""
+
+
+def vllm_installed() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def backend_options(
+    backend: str, options: Mapping[str, Any] | None, sampling: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The keyword arguments in ``backend``'s options block, as a plain dict.
+
+    ``sampling``: the rest of the sampler config a ``for_policy`` got: the per-call keys
+    (``PER_CALL_KEYS``, read by ``sampling_params``) and the blocks named after other sampler
+    configs (``conf/sampler/<name>.yaml``: their backends' options), which it ignores; any
+    other key is an error.
+    """
+    ignored = {*PER_CALL_KEYS, *sampler_configs()} - {backend}
+    unknown = sorted(set(sampling) - ignored)
+    if unknown:
+        keys = ", ".join(PER_CALL_KEYS)
+        raise TypeError(
+            f"unknown sampler keys {unknown}: sampler={backend} reads {keys} and {backend}"
+        )
+    if isinstance(options, DictConfig):
+        return OmegaConf.to_container(options, resolve=True)
+    return dict(options or {})
+
+
+@functools.cache
+def sampler_configs() -> frozenset[str]:
+    """The names of the sampler configs (``conf/sampler/<name>.yaml``): ``sampler=<name>``."""
+    folder = importlib.resources.files("pkpo.conf") / "sampler"
+    return frozenset(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))

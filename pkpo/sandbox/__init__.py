@@ -2,12 +2,12 @@
 
 ``Sandbox.run(program, tests)`` runs ``program`` followed by each test (e.g. one MBPP
 ``assert``) and returns one ``TestOutcome`` per test. The work is done by a trusted runner
-(``pkpo/sandbox_runner.py``) started inside the sandbox; it forks a fresh child for every
+(``pkpo/sandbox/runner.py``) started inside the sandbox; it forks a fresh child for every
 test, so a failing, crashing or looping test hides nothing from the next one. A runner is
 long-lived (one per scoring thread, reused across completions) to save an interpreter
 start per completion; it never executes untrusted code itself.
 
-What is enforced with ``isolation="root"`` (started as root, as on this machine):
+What is enforced with ``isolation="root"`` (the scorer started as root, e.g. in a container):
 
 - fresh PID, network and mount namespaces (``unshare``) with a private ``/proc``: the
   program cannot see or signal any process outside (not the scorer, not other runners)

@@ -24,6 +24,8 @@ import torch
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
+from pkpo import plugins
+
 from . import compare, problem
 from . import figures as F
 from .train import train_theta
@@ -172,6 +174,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(config_path="pkg://pkpo.conf", config_name="toy", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    plugins.load()  # their transforms join the estimator tables
     run(cfg)
 
 

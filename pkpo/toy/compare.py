@@ -5,8 +5,9 @@ Each transform's advantages give the gradient estimate ``sum_i A_i d/dtheta log 
 ``d max_g@k / d theta`` itself (the ``k/n`` scale of Eq. 19), ``tang`` and ``grpo_passk``
 (Eq. 33 at k = n) estimate ``d max_g@n / d theta``, and the pass@1 baselines estimate a
 multiple of ``d max_g@1 / d theta`` (``raw`` and ``loo``: n times it, ``dr_grpo``: n - 1
-times). :func:`target` states, per transform, what its mean estimates; the tables report
-the bias against that target *and* against ``d max_g@k / d theta``.
+times). Each transform's spec states what its mean estimates (``Spec.gradient``, read by
+:func:`target`); the tables report the bias against that target *and* against
+``d max_g@k / d theta``.
 
 :func:`estimator_table` is the Monte Carlo of bias, variance and realised group sums behind
 Figure 4+; :func:`training_table` is the theta each transform's policy gradient settles at.
@@ -49,31 +50,22 @@ def reward_sd(theta: float, sigma: float) -> float:
     return float(np.sqrt(moments[1] - moments[0] ** 2))
 
 
-def target(name: str, n: int, k: int, theta: float, sigma: float) -> Target:
-    """The gradient transform ``name``'s Eq. 18 estimate is an (un)biased estimate of.
+def target(name: str, n: int, k: int, theta: float, sigma: float) -> Target | None:
+    """What transform ``name``'s Eq. 18 estimate is an (un)biased estimate of, from its
+    spec (:class:`pkpo.transforms.Gradient`); None if the spec states nothing.
 
-    ``pkpo_*`` and ``maxpo``: Eq. 19's k/n scale makes the sum unbiased for
-    ``d max_g@k``. ``tang``/``grpo_passk``: Eq. 33 with k = n. ``raw`` (REINFORCE) and
-    ``loo`` (Eq. 26): ``E[sum_i g_i score_i] = n d E[g]``, and max_g@1 = E[g].
-    ``dr_grpo`` = (n-1)/n ``loo``. ``grpo`` divides by the group's sample std, so no
-    multiple of a gradient is its exact mean; its large-n limit divides by the reward's
-    true std instead.
+    E.g. ``pkpo_*`` and ``maxpo``: Eq. 19's k/n scale makes the sum unbiased for
+    ``d max_g@k``; ``raw`` and ``loo`` (Eq. 26): ``E[sum_i g_i score_i] = n d E[g]``, and
+    max_g@1 = E[g]; ``grpo`` divides by the group's sample std, so no multiple of a
+    gradient is its exact mean: its large-n limit divides by the reward's true std instead.
     """
-    name = T.canonical(name)
-    if name in ("pkpo_sloo", "pkpo_sloo_minus_one", "pkpo_sloo_centred", "maxpo"):
-        return Target("∇max_g@k", k, 1.0, True)
-    if name in ("tang", "grpo_passk"):
-        return Target("∇max_g@n", n, 1.0, True)
-    if name in ("raw", "loo"):
-        return Target("n ∇max_g@1", 1, float(n), True)
-    if name == "dr_grpo":
-        return Target("(n−1) ∇max_g@1", 1, float(n - 1), True)
-    if name == "grpo":
-        return Target("(n−1) ∇max_g@1 / sd(g)", 1, (n - 1) / reward_sd(theta, sigma), False)
-    raise ValueError(
-        f"no stated target for transform {name!r}: add what its gradient estimates to "
-        "pkpo.toy.compare.target"
-    )
+    gradient = T.spec(name).gradient
+    if gradient is None:
+        return None
+    scale = gradient.scale(n)
+    if gradient.per_reward_sd:
+        scale /= reward_sd(theta, sigma)
+    return Target(gradient.label, gradient.order(n, k), float(scale), gradient.exact)
 
 
 def _theta_values(
@@ -133,8 +125,10 @@ def estimator_table(
                 except ValueError as err:  # e.g. binary-only transforms on continuous rewards
                     rows.append(row | {"skipped": str(err)})
                     continue
-                tgt = target(name, n, k, theta, sigma)
-                truth_k, truth_j = float(dmaxg(k)), float(dmaxg(tgt.j))
+                # a transform whose spec states no target is measured against max_g@k only
+                tgt = target(name, n, k, theta, sigma) or Target("", k, np.nan, False)
+                truth_k = float(dmaxg(k))
+                want = tgt.scale * float(dmaxg(tgt.j)) if tgt.label else np.nan
                 mean, mean_se, var, var_se = _moments((adv * score).sum(-1))
                 sums = adv.sum(-1)
                 row |= {
@@ -142,13 +136,13 @@ def estimator_table(
                     "target_unbiased": tgt.unbiased,
                     "target_scale": tgt.scale,
                     "dmaxg_k": truth_k,
-                    "target_value": tgt.scale * truth_j,
+                    "target_value": want,
                     "mean": mean,
                     "mean_se": mean_se,
                     "bias_maxg_k": mean - truth_k,
                     "z_maxg_k": (mean - truth_k) / mean_se,
-                    "bias_target": mean - tgt.scale * truth_j,
-                    "z_target": (mean - tgt.scale * truth_j) / mean_se,
+                    "bias_target": mean - want,
+                    "z_target": (mean - want) / mean_se,
                     "variance": var,
                     "variance_se": var_se,
                     "scaled_variance": var / tgt.scale**2,
@@ -193,7 +187,7 @@ def training_table(
             except ValueError as err:
                 rows.append(row | {"skipped": str(err)})
                 continue
-            tgt = target(name, n, k, theta0, sigma)
+            tgt = target(name, n, k, theta0, sigma) or Target("", k, np.nan, False)
             advantages = functools.partial(T.transform, name)
             ends = [
                 train_theta(k, n, groups, steps, lr, theta0, sigma, rng, advantages)[-1]
@@ -202,8 +196,10 @@ def training_table(
             rows.append(
                 row
                 | {
-                    "target": f"max_g@{tgt.j}" + ("" if tgt.unbiased else ", large-n limit"),
-                    "theta_target": optimum(tgt.j),
+                    "target": f"max_g@{tgt.j}" + ("" if tgt.unbiased else ", large-n limit")
+                    if tgt.label
+                    else "",
+                    "theta_target": optimum(tgt.j) if tgt.label else np.nan,
                     "theta_mean": float(np.mean(ends)),
                     "theta_sd": float(np.std(ends, ddof=1)) if repeats > 1 else np.nan,
                     "repeats": repeats,
