@@ -3,9 +3,9 @@
     python -m experiments.generate_docs
 
 Writes ``docs/generated/``: each confirmatory study's claims table and its figure, the
-pilot's exploratory claims table, the stall search's table, verdict and Figure 8 analogues;
-and refreshes the README's blocks between ``<!-- generated:headline -->`` (or
-``claim7``) and ``<!-- /generated -->``.
+pilot's exploratory claims table, the SmolLM2 reproduction's held-out and claims tables, the
+stall search's table, verdict and Figure 8 analogues; and refreshes the README's blocks
+between ``<!-- generated:headline -->`` (or ``claim7``) and ``<!-- /generated -->``.
 ``tests/test_docs.py`` fails when a committed file differs from its regeneration.
 """
 
@@ -25,6 +25,7 @@ from pkpo import analysis as A  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "experiments" / "results"
 PILOT = RESULTS / "tiny_arith_noisy"
+REPRO = RESULTS / "repro_arith"
 BLOCK = r"(<!-- generated:{} -->\n).*?(<!-- /generated -->)"
 
 
@@ -45,6 +46,12 @@ def tables() -> dict[str, str]:
     for model, task, n in A.settings(pilot):
         claims = A.claims_table(pilot, model, task, n)
         out[f"pilot_{claims.key}.md"] = A.to_markdown(A.claims_grid(claims))
+    repro = runs(REPRO)
+    for model, task, n in A.settings(repro):
+        held_out = A.results_table(A.final_metrics(repro), model, task, n)
+        out[f"repro_{held_out.key}.md"] = A.to_markdown(A.table_grid(held_out))
+        claims = A.claims_table(repro, model, task, n)
+        out[f"repro_{claims.key}.md"] = A.to_markdown(A.claims_grid(claims))
     for criterion in A.find_searches([RESULTS]):
         stall = A.stall_table(runs(criterion.folder), criterion)
         out[f"claim7_{criterion.name}.md"] = A.to_markdown(A.stall_grid(stall))

@@ -8,8 +8,11 @@ Each check has one home, which the loop and the integrations share: batch sizes 
 from __future__ import annotations
 
 import importlib.resources
+from collections.abc import Sequence
+from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -31,6 +34,37 @@ def group_config(group: str, name: str) -> DictConfig:
 
 class ConfigError(ValueError):
     """A bad configuration value; the message names the key."""
+
+
+def group_options(group: str) -> set[str] | None:
+    """The options of config group ``group``: its YAML files under ``conf/<group>/`` and the
+    nodes registered for it (every transform); None if there is no such group."""
+    folder, store = Path(CONF_DIR) / group, ConfigStore.instance()
+    registered = group in store.repo
+    if not folder.is_dir() and not registered:
+        return None
+    options = {path.stem for path in folder.glob("*.yaml")}
+    if registered:
+        options |= {name.removesuffix(".yaml") for name in store.list(group)}
+    return options
+
+
+def check_group_choices(overrides: Sequence[str]) -> None:
+    """Each command-line ``group=option`` (or a multirun's ``group=a,b``) names an option of
+    that group; raises :class:`ConfigError` naming it and the choices (Hydra's own message for
+    a missing option is many lines, with its search path)."""
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        group = key.lstrip("+")
+        if not sep or value in ("", "null") or "(" in value or any(c in group for c in "./~"):
+            continue  # a value, a sweep function, or a nested group (hydra/launcher)
+        options = group_options(group)
+        missing = [v for v in value.split(",") if options is not None and v not in options]
+        if missing:
+            choices = ", ".join(sorted(options))
+            raise ConfigError(
+                f"{group}={missing[0]}: no such {group} config; choose one of {choices}"
+            )
 
 
 def _lookup(cfg: DictConfig, key: str):

@@ -439,11 +439,12 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """``pkpo-train``: imports the ``PKPO_PLUGINS`` modules first (:mod:`pkpo.plugins`), so
-    that the transforms they register are options of the ``transform`` group, then runs
-    Hydra's command line."""
+    that the transforms they register are options of the ``transform`` group, checks that
+    each ``group=option`` exists (one line if not), then runs Hydra's command line."""
     try:
         plugins.load()
-    except plugins.PluginError as err:
+        config.check_group_choices(sys.argv[1:])
+    except (plugins.PluginError, config.ConfigError) as err:
         print(f"pkpo-train: error: {err}", file=sys.stderr, flush=True)
         sys.exit(2)
     _hydra_main()

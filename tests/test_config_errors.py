@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
+from pkpo import config
 
 BAD = [  # (override, what the line must name)
     ("trainer.lr=abc", "trainer.lr"),
@@ -29,6 +32,8 @@ BAD = [  # (override, what the line must name)
     ("resume=/no/such/run", "resume"),
     ("task.digits=0", "task"),
     ("score_timeout_s=-5", "score_timeout_s"),
+    ("transform=nosuch", "transform=nosuch"),  # a group option: Hydra's message is many lines
+    ("sampler=nosuch", "sampler=nosuch"),
 ]
 
 
@@ -66,3 +71,40 @@ def test_hydra_full_error_still_shows_the_traceback():
     ]
     done = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode != 0 and "Traceback" in done.stderr and "ConfigError" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["transform=loo", "sampler=hf", "model=tiny_arith_noisy", "experiment=tiny_arith"],
+        ["transform=loo,tang", "+trainer=local", "hydra/launcher=basic", "transform.scale=loo"],
+        ["task=null", "schedule=step", "seed=3", "transform=range(1,3)"],
+    ],
+)
+def test_existing_group_options_pass_the_check(overrides: list[str]) -> None:
+    config.check_group_choices(overrides)
+
+
+@pytest.mark.parametrize(
+    ("override", "line"),
+    [
+        ("transform=nosuch", "transform=nosuch: no such transform config; choose one of dr_grpo"),
+        ("transform=loo,nosuch", "transform=nosuch: no such transform config"),
+        ("+sampler=tgi", "sampler=tgi: no such sampler config; choose one of auto, hf, vllm"),
+        ("experiment=none", "experiment=none: no such experiment config"),
+    ],
+)
+def test_a_missing_group_option_is_named_with_the_choices(override: str, line: str) -> None:
+    with pytest.raises(config.ConfigError, match=re.escape(line)):
+        config.check_group_choices([override])
+
+
+def test_a_plugin_that_cannot_be_imported_gets_one_line(tmp_path) -> None:
+    env = {**os.environ, "PKPO_PLUGINS": "no_such_plugin_module"}
+    args = [sys.executable, "-m", "pkpo.train", "dry_run=true", f"hydra.run.dir={tmp_path}"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "pkpo-train: error: PKPO_PLUGINS: cannot import 'no_such_plugin_module': "
+        "No module named 'no_such_plugin_module'"
+    ]
