@@ -35,11 +35,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-import yaml
 from hydra import compose, initialize_config_dir
 from tqdm import tqdm
 
 from pkpo import plugins
+from pkpo.analysis.confirmatory import Protocol
 from pkpo.arms import SWEEP_ARMS, sweep_arm
 from pkpo.config import CONF_DIR
 
@@ -92,15 +92,18 @@ def protocol_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     """Fill preset, arms, seeds, overrides and the output folder from ``--protocol``, and
     pin the runs to the commit that holds it (refused in a checkout with changes)."""
     path = args.protocol.resolve()
-    spec = yaml.safe_load(path.read_text())
+    try:
+        protocol = Protocol.load(path)
+    except (OSError, ValueError) as err:
+        parser.error(f"--protocol: {err}")
     if git("status", "--porcelain"):
         parser.error("--protocol: the checkout has uncommitted changes; commit them first")
     if not git("log", "-1", "--format=%H", "--", str(path)):
         parser.error(f"--protocol: {path} is not committed")
-    args.preset, args.arms, args.seeds = spec["preset"], spec["arms"], spec["seeds"]
+    args.preset, args.arms, args.seeds = protocol.preset, list(protocol.arms), protocol.seeds
     args.out = path.parent
     args.extra = [
-        *spec.get("overrides", []),
+        *protocol.overrides,
         *args.extra,
         f"+protocol_commit={git('rev-parse', 'HEAD')}",
     ]

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -52,25 +51,24 @@ def base_eval(cfg, problems: int, n: int) -> dict[str, float]:
     return pretrain.evaluate(model, tokenizer, task, held_out, n, [1, 4, 16], 0, max_new)
 
 
-def run_pilot(spec: dict, name: str, overrides: list[str], out: Path, parallel: int) -> int:
-    pilot = spec["pilot"]
+def run_pilot(criterion: StallCriterion, overrides: list[str], out: Path, parallel: int) -> int:
     cmd = [
         sys.executable,
         "-m",
         "experiments.repro_sweep",
         "--preset",
-        spec["preset"],
+        criterion.preset,
         "--arms",
-        pilot["arm"],
+        criterion.arm,
         "--seeds",
-        *map(str, pilot["seeds"]),
+        *map(str, criterion.seeds),
         "--out",
         str(out),
         "--parallel",
         str(parallel),
         "--",
         *overrides,
-        *pilot["overrides"],
+        *criterion.pilot_overrides,
         f"+protocol_commit={commit()}",
     ]
     return subprocess.call(cmd, cwd=REPO)
@@ -87,7 +85,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("criterion", type=Path, help="the committed criterion.yaml")
     parser.add_argument("--parallel", type=int, default=1, help="pilot runs at once")
     args = parser.parse_args(argv)
-    spec = yaml.safe_load(args.criterion.read_text())
     criterion = StallCriterion.load(args.criterion)
     folder = criterion.folder
     out_json = folder / SEARCH_FILE
@@ -97,13 +94,13 @@ def main(argv: list[str] | None = None) -> int:
         r = results.get(name, {"overrides": overrides})
         if "base" not in r:
             t0 = time.monotonic()
-            cfg = compose_candidate(spec["preset"], overrides)
+            cfg = compose_candidate(criterion.preset, overrides)
             r["task"] = OmegaConf.to_container(cfg.task)
-            r["base"] = base_eval(cfg, spec["base"]["problems"], spec["base"]["n"])
+            r["base"] = base_eval(cfg, criterion.base_problems, criterion.base_n)
             r["base_seconds"] = round(time.monotonic() - t0, 1)
         if criterion.meets_base(r["base"]) and "pilot_seconds" not in r:
             t0 = time.monotonic()
-            r["pilot_exit"] = run_pilot(spec, name, overrides, folder / name, args.parallel)
+            r["pilot_exit"] = run_pilot(criterion, overrides, folder / name, args.parallel)
             r["pilot_seconds"] = round(time.monotonic() - t0, 1)
         results[name] = r
         out_json.write_text(json.dumps(results, indent=1))

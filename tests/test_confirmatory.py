@@ -152,6 +152,7 @@ def test_the_committed_protocol_parses():
     claims = {c.claim for c in protocol.families["primary"]}
     assert claims == {"1", "2", "3", "4", "5", "6"}
     assert len(set(protocol.seeds)) == len(protocol.seeds) and min(protocol.seeds) >= 1000
+    assert protocol.overrides == ("eval.n=64", "eval.every=50")  # as written in the file
 
 
 STUDY = Path(__file__).parents[1] / "experiments" / "results" / "tiny_arith_confirmatory"

@@ -53,6 +53,15 @@ def test_each_arm_composes_into_the_run_the_analysis_names_so(
         assert config.k_opt == 16
 
 
+def test_a_bad_protocol_is_refused_before_any_run(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "protocol.yaml"
+    path.write_text("name: x\npreset: tiny_arith_noisy\narms: [k1]\n")
+    with pytest.raises(SystemExit):
+        repro_sweep.main(["--protocol", str(path)])
+    err = capsys.readouterr().err
+    assert "--protocol: " in err and "missing key 'seeds'" in err
+
+
 @pytest.mark.parametrize("arm", ["k3", "ent", "ent-1", "anneal2", "maxpo-k0", "nosuch-k4", "maxpo"])
 def test_an_unknown_arm_is_refused_before_any_run(arm: str, tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit):

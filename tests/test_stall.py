@@ -17,6 +17,17 @@ def _criterion() -> S.StallCriterion:
     return S.StallCriterion.load(SEARCH / S.CRITERION_FILE)
 
 
+def test_the_criterion_file_is_read_whole():
+    c = _criterion()
+    assert (c.preset, c.base_problems, c.base_n) == ("tiny_arith_noisy", 200, 64)
+    assert (c.arm, c.seeds, c.pilot_overrides) == (
+        "k1",
+        (2000, 2001, 2002),
+        ("eval.n=64", "eval.every=50"),
+    )
+    assert list(c.candidates)[:3] == ["add3", "add4", "sub2"]
+
+
 def test_the_base_criterion_by_hand():
     c = _criterion()
     assert c.meets_base({"pass@1": 0.0099, "pass@16": 0.05})

@@ -98,6 +98,8 @@ class Protocol:
     alpha: float
     margins: dict[str, float]
     families: dict[str, tuple[Contrast, ...]]
+    overrides: tuple[str, ...] = ()
+    """Hydra overrides of every run on top of the preset."""
 
     @classmethod
     def load(cls, path: str | Path) -> Protocol:
@@ -139,6 +141,7 @@ class Protocol:
             alpha=float(raw["alpha"]),
             margins={k: float(v) for k, v in raw["margins"].items()},
             families=families,
+            overrides=tuple(str(o) for o in raw.get("overrides") or ()),
         )
 
     @property

@@ -42,12 +42,16 @@ class StallCriterion:
 
     name: str
     folder: Path
+    preset: str
+    base_problems: int
+    base_n: int
     pass1_below: float
     pass16_at_least: float
     arm: str
     seeds: tuple[int, ...]
     gain_below: float
     candidates: dict[str, list[str]]
+    pilot_overrides: tuple[str, ...] = ()
     steps: int = 150
 
     @classmethod
@@ -59,12 +63,16 @@ class StallCriterion:
             return cls(
                 name=str(raw["name"]),
                 folder=path.parent,
+                preset=str(raw["preset"]),
+                base_problems=int(base["problems"]),
+                base_n=int(base["n"]),
                 pass1_below=float(base["pass@1_below"]),
                 pass16_at_least=float(base["pass@16_at_least"]),
                 arm=str(pilot["arm"]),
                 seeds=tuple(int(s) for s in pilot["seeds"]),
                 gain_below=float(pilot["pass@1_gain_below"]),
                 candidates={str(k): list(v) for k, v in raw["candidates"].items()},
+                pilot_overrides=tuple(str(o) for o in pilot.get("overrides") or ()),
             )
         except KeyError as err:
             raise ValueError(f"{path}: missing key {err}") from None
