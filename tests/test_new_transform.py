@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -65,6 +66,7 @@ def sweep(tmp_path_factory) -> Iterator[Path]:
         fast = ["steps=2", "prompts_per_step=2", "eval.problems=4", "eval.n=4", "eval.every=0"]
         assert repro_sweep.main([*args, "--out", str(out), "--", *fast]) == 0
         yield out
+    shutil.rmtree(out)  # its checkpoint (~10 MB)
 
 
 def test_it_trains_as_a_sweep_arm(sweep: Path) -> None:

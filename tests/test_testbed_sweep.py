@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -86,12 +88,13 @@ def test_every_run_of_the_sweep_is_committed_and_finished(folder: Path, arms) ->
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     out = tmp_path_factory.mktemp("report")
     folders = [str(folder) for folder, _ in SWEEPS]
     args = [*folders, "--out", str(out), "--notebooks", "tables,rl_figures"]
     assert analyze.main(args) == 0
-    return out
+    yield out
+    shutil.rmtree(out / ".cache")  # the pickled runs frame (~70 MB)
 
 
 def claims_rows(report: Path, task: str, model: str = "tiny_arith") -> list[dict]:
