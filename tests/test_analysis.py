@@ -338,6 +338,12 @@ def test_aggregate_seeds_mean_and_standard_error() -> None:
     assert stats.loc["b", "n_seeds"] == 1 and math.isnan(stats.loc["b", "se"])
 
 
+def test_number_cells() -> None:
+    assert A.number(0.12345) == "0.12" and A.number(0.5, "+.3f") == "+0.500"
+    assert A.number(0.0065, ".2f", scale=100, suffix=" %") == "0.65 %"
+    assert A.number(None) == A.number(math.nan, "+.2f", suffix=" %") == "—"
+
+
 def test_format_cell() -> None:
     assert A.format_cell(22.244, 0.5049, 3) == "22.24 ± 0.50 (n=3)"
     assert A.format_cell(22.244, math.nan, 1) == "22.24 (n=1)"

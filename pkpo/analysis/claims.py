@@ -45,7 +45,7 @@ from scipy import stats
 
 from pkpo.arms import ANNEAL_K, TANG, annealed_label, arm_label, k_opt_label
 
-from .render import Grid
+from .render import Grid, number
 from .style import display_model, display_task
 from .tables import held_out, one_run_per_seed, setting_frame
 
@@ -447,10 +447,6 @@ def claims_table(df: pd.DataFrame, model: str, task: str, n: int) -> ClaimsTable
 # ---------------------------------------------------------------------------- render
 
 
-def _number(x: float, digits: int = 2) -> str:
-    return "—" if x is None or math.isnan(x) else f"{x:.{digits}f}"
-
-
 def _effect(r) -> str:
     if math.isnan(r.effect):
         return "—"
@@ -491,7 +487,7 @@ def claims_grid(table: ClaimsTable) -> Grid:
                 m = next(mid.itertuples())
                 later = f"step {int(m.step)}: {_effect(m)}"
                 if not math.isnan(m.p):
-                    later += f" (p {_number(m.p, 3)}, Holm {_number(m.p_holm, 3)})"
+                    later += f" (p {number(m.p, '.3f')}, Holm {number(m.p_holm, '.3f')})"
             body.append(
                 [
                     *(first if i == 0 else ["", ""]),
@@ -500,8 +496,8 @@ def claims_grid(table: ClaimsTable) -> Grid:
                     _effect(r),
                     " / ".join(map(str, r.n_seeds)) or "—",
                     "—" if math.isnan(r.t) else f"{r.t:+.2f} ({r.df:.1f})",
-                    _number(r.p, 3),
-                    _number(r.p_holm, 3),
+                    number(r.p, ".3f"),
+                    number(r.p_holm, ".3f"),
                     r.verdict,
                     later,
                 ]

@@ -43,7 +43,7 @@ from statsmodels.stats.weightstats import DescrStatsW
 from pkpo.arms import sweep_arm
 
 from .claims import STATEMENTS, TRAIN_WINDOW, Comparison, run_values
-from .render import Grid
+from .render import Grid, number
 from .runs import runs_under
 
 PROTOCOL_FILE = "protocol.yaml"
@@ -312,10 +312,6 @@ def confirmatory_table(df: pd.DataFrame, protocol: Protocol) -> ConfirmatoryTabl
     return ConfirmatoryTable(protocol, rows, claims, used)
 
 
-def _num(x: float, digits: int = 2) -> str:
-    return "—" if math.isnan(x) else f"{x:+.{digits}f}"
-
-
 def _p(x: float) -> str:
     return "—" if math.isnan(x) else ("< 0.001" if x < 0.001 else f"{x:.3f}")
 
@@ -343,7 +339,10 @@ def confirmatory_grid(table: ConfirmatoryTable) -> Grid:
             seen.add(r.claim)
         statement = STATEMENTS.get(r.claim) or EXTRA_STATEMENTS.get(r.claim, "")
         digits = 3 if r.metric == "entropy" else 2
-        effect = f"{_num(r.effect, digits)} [{_num(r.ci_low, digits)}, {_num(r.ci_high, digits)}]"
+        signed = f"+.{digits}f"
+        effect = (
+            f"{number(r.effect, signed)} [{number(r.ci_low, signed)}, {number(r.ci_high, signed)}]"
+        )
         pi = "—" if math.isnan(r.pi) else f"{r.pi:.2f}"
         if not math.isnan(r.pi_low):
             pi += f" [{r.pi_low:.2f}, {r.pi_high:.2f}]"

@@ -31,6 +31,14 @@ class Grid:
     """(label, span) over the header after the first column (LaTeX and HTML only)."""
 
 
+def number(x: float | None, spec: str = ".2f", *, scale: float = 1.0, suffix: str = "") -> str:
+    """``scale * x`` formatted by ``spec``, then ``suffix``; ``—`` when x is missing (None
+    or NaN). Every table cell of a single number goes through here."""
+    if x is None or math.isnan(x):
+        return "—"
+    return f"{scale * x:{spec}}{suffix}"
+
+
 def format_cell(mean: float, se: float, n_seeds: int, note: str = "") -> str:
     """``12.34 ± 0.56 (n=3)``; ``12.34 (n=1)`` for one seed; ``— (no runs)`` when empty."""
     if n_seeds == 0 or math.isnan(mean):

@@ -341,12 +341,13 @@ def arms_in(frame: pd.DataFrame) -> dict[str, ArmConfig]:
     """Each arm label of ``frame`` (runs in long or inventory format) -> its structured
     :class:`~pkpo.arms.ArmConfig`, rebuilt from the config columns, never from the label."""
     out: dict[str, ArmConfig] = {}
-    for row in frame[[*ARM_FIELDS]].drop_duplicates().itertuples(index=False):
+    # one row per label: runs that share a label share an arm (loo at any k_opt is k_opt=1)
+    for row in frame.drop_duplicates("arm")[[*ARM_FIELDS]].itertuples(index=False):
         values = {k: (None if pd.isna(v) else v) for k, v in zip(ARM_FIELDS, row, strict=True)}
         for key in ("k_opt", "k_start", "k_end"):
             if values[key] is not None:
                 values[key] = int(values[key])
         values["entropy_coef"] = float(values["entropy_coef"] or 0.0)
-        arm = ArmConfig(**{k: (str(v) if isinstance(v, str) else v) for k, v in values.items()})
-        out.setdefault(arm.label, arm)
+        arm = ArmConfig(**values)
+        out[arm.label] = arm
     return out

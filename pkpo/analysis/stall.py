@@ -16,6 +16,7 @@ task (Figure 8); if none does, claim 7's verdict is :data:`NO_REGIME`.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ import yaml
 
 from pkpo.arms import sweep_arm
 
-from .render import Grid
+from .render import Grid, number
 from .runs import runs_under
 
 CRITERION_FILE = "criterion.yaml"
@@ -161,12 +162,9 @@ def stall_table(df: pd.DataFrame, criterion: StallCriterion) -> StallTable:
     return StallTable(criterion, frame, chosen)
 
 
-def _pct(x: Any, digits: int) -> str:
-    return "—" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:.{digits}f} %"
-
-
 def stall_grid(table: StallTable) -> Grid:
     c = table.criterion
+    pct = functools.partial(number, scale=100, suffix=" %")  # fractions shown in per cent
     header = [
         "candidate",
         "overrides",
@@ -186,15 +184,15 @@ def stall_grid(table: StallTable) -> Grid:
             body.append([*cells, "not evaluated", *["—"] * 7])
             continue
         cells += [
-            _pct(r["base_pass@1"], 2),
-            _pct(r["base_pass@16"], 1),
+            pct(r["base_pass@1"], ".2f"),
+            pct(r["base_pass@16"], ".1f"),
             "yes" if r["meets_base"] else "no",
         ]
         if "gain" in r and not np.isnan(r.get("gain", np.nan)):
             cells += [
-                f"{_pct(r['pass@1_start'], 2)} → {_pct(r['pass@1_end'], 2)}",
+                f"{pct(r['pass@1_start'], '.2f')} → {pct(r['pass@1_end'], '.2f')}",
                 f"{100 * r['gain']:+.2f}",
-                _pct(r["solve_rate"], 1),
+                pct(r["solve_rate"], ".1f"),
                 "yes" if r["stalls"] else "no",
             ]
         elif r["meets_base"]:

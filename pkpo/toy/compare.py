@@ -43,6 +43,11 @@ class Target:
     unbiased: bool
 
 
+NO_TARGET = Target("", 1, np.nan, False)
+"""Stands in for the target of a transform whose spec states none: its target columns are
+empty (NaN) and it is measured against ``d max_g@k / d theta`` only."""
+
+
 def reward_sd(theta: float, sigma: float) -> float:
     """Standard deviation of the reward g(x) = x^2 on [0, 1] (Eq. 35) under N(theta, sigma^2)."""
     pdf = stats.norm(theta, sigma).pdf
@@ -125,10 +130,9 @@ def estimator_table(
                 except ValueError as err:  # e.g. binary-only transforms on continuous rewards
                     rows.append(row | {"skipped": str(err)})
                     continue
-                # a transform whose spec states no target is measured against max_g@k only
-                tgt = target(name, n, k, theta, sigma) or Target("", k, np.nan, False)
+                tgt = target(name, n, k, theta, sigma) or NO_TARGET
                 truth_k = float(dmaxg(k))
-                want = tgt.scale * float(dmaxg(tgt.j)) if tgt.label else np.nan
+                want = np.nan if tgt is NO_TARGET else tgt.scale * float(dmaxg(tgt.j))
                 mean, mean_se, var, var_se = _moments((adv * score).sum(-1))
                 sums = adv.sum(-1)
                 row |= {
@@ -187,7 +191,7 @@ def training_table(
             except ValueError as err:
                 rows.append(row | {"skipped": str(err)})
                 continue
-            tgt = target(name, n, k, theta0, sigma) or Target("", k, np.nan, False)
+            tgt = target(name, n, k, theta0, sigma) or NO_TARGET
             advantages = functools.partial(T.transform, name)
             ends = [
                 train_theta(k, n, groups, steps, lr, theta0, sigma, rng, advantages)[-1]
@@ -196,10 +200,10 @@ def training_table(
             rows.append(
                 row
                 | {
-                    "target": f"max_g@{tgt.j}" + ("" if tgt.unbiased else ", large-n limit")
-                    if tgt.label
-                    else "",
-                    "theta_target": optimum(tgt.j) if tgt.label else np.nan,
+                    "target": ""
+                    if tgt is NO_TARGET
+                    else f"max_g@{tgt.j}" + ("" if tgt.unbiased else ", large-n limit"),
+                    "theta_target": np.nan if tgt is NO_TARGET else optimum(tgt.j),
                     "theta_mean": float(np.mean(ends)),
                     "theta_sd": float(np.std(ends, ddof=1)) if repeats > 1 else np.nan,
                     "repeats": repeats,
