@@ -20,8 +20,9 @@ object with ``event``, ``time`` (unix seconds) and, for step events, ``step``:
   "time/sync": s, "time/step": s (the whole step but the writing of this line)}``;
 * ``{"event": "eval", "step": t, "split": str, "num_problems": int, "n_eval": int,
   "reward_mean": ..., "score_failures": int, "score_timeouts": int, "pass@1": ...,
-  "pass@1_se": ..., ...}`` (standard errors are over problems of the per-problem unbiased
-  estimates);
+  "pass@1_se": ..., ..., "problem_ids": [str, ...], "successes": [int, ...]}`` (standard
+  errors are over problems of the per-problem unbiased estimates; ``successes[i]`` counts the
+  samples of problem ``problem_ids[i]`` with reward 1, of ``n_eval``);
 * ``{"event": "score_failure", "step": t, "problem_id": str, "error": str}``;
 * ``{"event": "checkpoint", "step": t, "path": str, "seconds": float}``;
 * ``{"event": "end", "step": t, "status": "finished" | "failed", "error": str | null}``.

@@ -32,6 +32,20 @@ def pass_at_k_metrics(
     return out
 
 
+def per_problem_outcomes(
+    problem_ids: list[str], rewards: np.ndarray, threshold: float = 1.0
+) -> dict[str, list]:
+    """Each problem's id and its successes ``c`` of the ``n`` samples (reward >= ``threshold``).
+
+    ``c`` of ``n`` is all that Eq. 3 needs for any k <= n, so an eval event that carries them
+    lets the analysis pair problems across arms and seeds and separate eval noise from
+    training variance. (For rewards that are not 0/1 the counts describe successes only; the
+    event's aggregate pass@k are then max_g@k, Eq. 12.)
+    """
+    successes = (rewards >= threshold - 1e-9).sum(axis=-1)
+    return {"problem_ids": list(problem_ids), "successes": [int(c) for c in successes]}
+
+
 class SolveTracker:
     """Which problems have had at least one sample with reward >= ``threshold`` so far."""
 

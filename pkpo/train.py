@@ -180,6 +180,7 @@ class Run:
             score_failures=rollout.score_failures,
             score_timeouts=rollout.score_timeouts,
             **metrics.pass_at_k_metrics(rollout.rewards, list(self.cfg.k_eval), with_se=True),
+            **metrics.per_problem_outcomes([p.id for p in self.eval_set], rollout.rewards),
             **timer.times,
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -167,7 +168,14 @@ def test_two_real_steps(tmp_path, backend):
     assert kinds[0] == "start" and kinds[-1] == "end" and events[-1]["status"] == "finished"
     train = [e for e in events if e["event"] == "train"]
     assert [e["step"] for e in train] == [0, 1]
-    assert [e["step"] for e in events if e["event"] == "eval"] == [0, 2]
+    evals = [e for e in events if e["event"] == "eval"]
+    assert [e["step"] for e in evals] == [0, 2]
+    for e in evals:  # per-problem outcomes give back the aggregates by Eq. 3, counted by hand
+        n, counts = e["n_eval"], e["successes"]
+        assert len(e["problem_ids"]) == len(counts) == e["num_problems"]
+        for k in (1, 2):
+            by_hand = np.mean([1 - math.comb(n - c, k) / math.comb(n, k) for c in counts])
+            assert e[f"pass@{k}"] == pytest.approx(by_hand, abs=1e-12)
     for e in train:
         assert {"pass@1", "pass@2", "pass@4", "cumulative_solve_rate", "entropy", "kl_old"} <= set(
             e
