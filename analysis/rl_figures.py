@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -77,6 +77,19 @@ for protocol in A.find_protocols(params["runs"]):
         f"confirmatory_{protocol.name}",
         title,
         partial(A.fig_held_out_progress, runs, arms, title, split=params["split"]),
+        lead=True,
+    )
+    if png is not None:
+        display(Image(filename=str(png)))
+    # pass@k against k at the final eval, from the per-problem outcomes (studies whose evals
+    # record them): simultaneous bands over the k grid (passk-inference)
+    logs = [r for r in A.scan_runs([protocol.folder]) if r.config.seed in protocol.seeds]
+    title = f"Study {protocol.name}: held-out pass@k against k per arm, final eval"
+    png = report.figure_or_missing(
+        f"passk_curves_{protocol.name}",
+        title,
+        partial(A.fig_pass_at_k_curves, logs, arms, [1, 2, 4, 8, 16, 32, 64], title),
+        lead=True,
     )
     if png is not None:
         display(Image(filename=str(png)))

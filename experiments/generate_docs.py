@@ -5,7 +5,9 @@
 Writes ``docs/generated/``: each confirmatory study's claims table and its figure, the
 pilot's exploratory claims table, the SmolLM2 reproduction's held-out and claims tables, the
 stall search's table, verdict and Figure 8 analogues; and refreshes the README's blocks
-between ``<!-- generated:headline -->`` (or ``claim7``) and ``<!-- /generated -->``.
+between ``<!-- generated:<key> -->`` and ``<!-- /generated -->``: per study
+``headline_<name>`` (its pre-registered primary comparisons) and ``claims_<name>`` /
+``claims_<name>_rereading`` (its claims as stated), and ``claim7``.
 ``tests/test_docs.py`` fails when a committed file differs from its regeneration.
 """
 
@@ -42,6 +44,9 @@ def tables() -> dict[str, str]:
         table = A.confirmatory_table(runs(protocol.folder), protocol)
         out[f"{table.key}.md"] = A.to_markdown(A.confirmatory_grid(table))
         out[f"{table.key}_headline.md"] = A.to_markdown(A.headline_grid(table))
+        for key, stated in A.stated_tables(runs(protocol.folder), protocol):
+            out[f"{key}.md"] = A.to_markdown(A.stated_grid(stated))
+            out[f"{key}_headline.md"] = A.to_markdown(A.stated_headline_grid(stated))
     pilot = runs(PILOT)
     for model, task, n in A.settings(pilot):
         claims = A.claims_table(pilot, model, task, n)
@@ -86,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         fig = A.fig_held_out_progress(study, list(protocol.labels.values()), title)
         fig.savefig(args.out / f"confirmatory_{protocol.name}.png", dpi=110)
         headline = (args.out / f"confirmatory_{protocol.name}_headline.md").read_text()
-        readme = readme_with("headline", headline, readme)
+        readme = readme_with(f"headline_{protocol.name}", headline, readme)
+        for key, _ in A.stated_tables(study, protocol):
+            readme = readme_with(key, (args.out / f"{key}_headline.md").read_text(), readme)
     for criterion in A.find_searches([RESULTS]):
         for candidate in criterion.candidates:
             pilot = A.runs_under(runs(criterion.folder), criterion.folder / candidate)

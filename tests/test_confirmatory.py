@@ -49,7 +49,9 @@ def test_blocked_test_by_hand():
     # TOST within +-1: the larger of the two one-sided p-values; here the upper one,
     # t = (2 - 1) / se against "mean < 1", p = P(T < 2.83) -- far from equivalent
     assert got["p_tost"] == pytest.approx(t4.cdf((2.0 - 1.0) / se))
-    assert got["pi"] == 1.0 and got["pi_low"] == got["pi_high"] == 1.0
+    # 5 of 5 seeds: the exact lower bound solves p^5 = 0.025 (Clopper-Pearson), not 1
+    assert got["pi"] == 1.0 and got["pi_high"] == 1.0
+    assert got["pi_low"] == pytest.approx(0.025 ** (1 / 5), rel=1e-9)
 
 
 def test_tost_finds_equivalence_within_the_margin():
@@ -61,10 +63,12 @@ def test_tost_finds_equivalence_within_the_margin():
     assert got["p_tost"] < 0.001 and got["p"] > 0.5
 
 
-def test_probability_of_improvement_counts_ties_as_half():
+def test_probability_of_improvement_leaves_ties_out_with_an_exact_interval():
     got = confirmatory.blocked_test([1.0, -1.0, 0.0, 2.0], margin=1.0)
-    assert got["pi"] == pytest.approx((1 + 0 + 0.5 + 1) / 4)
-    assert 0.0 <= got["pi_low"] <= got["pi"] <= got["pi_high"] <= 1.0
+    assert got["pi"] == pytest.approx(2 / 3)  # the tie is left out, as in the sign test
+    # Clopper-Pearson from the beta quantiles (2 of 3)
+    assert got["pi_low"] == pytest.approx(stats.beta.ppf(0.025, 2, 2), rel=1e-9)
+    assert got["pi_high"] == pytest.approx(stats.beta.ppf(0.975, 3, 1), rel=1e-9)
 
 
 def test_blocked_test_without_spread_has_no_p():
@@ -134,7 +138,7 @@ def test_a_bad_protocol_is_refused_naming_the_key(tmp_path):
         ({"primary": [{**good["primary"][0], "claimed": "bigger"}]}, "claimed"),
         ({"primary": [{**good["primary"][0], "terms": {"k4": 1}}]}, "not in `arms`"),
         ({"margins": {"pass@1": 1.0}}, "margins"),
-        ({"primary": []}, "at least one"),
+        ({"primary": []}, "needs `claims`"),
     ]:
         path.write_text(yaml.safe_dump({**good, **change}, sort_keys=False))
         with pytest.raises(ValueError, match=message):

@@ -28,7 +28,11 @@ def test_the_committed_generated_tables_are_their_regeneration():
 @pytest.mark.parametrize(
     ("block", "name"),
     [
-        ("headline", "confirmatory_tiny_arith_confirmatory_headline.md"),
+        ("headline_tiny_arith_confirmatory", "confirmatory_tiny_arith_confirmatory_headline.md"),
+        (
+            "claims_tiny_arith_confirmatory_rereading",
+            "claims_tiny_arith_confirmatory_rereading_headline.md",
+        ),
         ("claim7", "claim7_stall_search_verdict.md"),
     ],
 )

@@ -15,6 +15,13 @@ Everything here is a small function over pandas frames so that the notebooks in
 * :mod:`~pkpo.analysis.confirmatory`, pre-registered studies (``protocol.yaml`` beside
   their runs): :func:`find_protocols`, :func:`confirmatory_table` (blocked tests, TOST,
   probability of improvement, Holm per family, verdicts), :func:`confirmatory_grid`;
+* :mod:`~pkpo.analysis.stated`, the paper's claims as it states them (a ``claims:``
+  section of a protocol, or a ``rereading.yaml``): :func:`stated_table`, decided by the
+  simultaneous intervals of :mod:`~pkpo.analysis.decisions`; :func:`power_table` (design-time
+  power of every decision type from a pilot);
+* :mod:`~pkpo.analysis.problems`, per-problem eval outcomes: :func:`eval_counts`,
+  :func:`resample_se` (eval noise), :func:`paired_comparison` and
+  :func:`fig_pass_at_k_curves` (passk-inference's simultaneous bands over k);
 * :mod:`~pkpo.analysis.stall`, claim 7's stall search (``criterion.yaml``):
   :func:`find_searches`, :func:`stall_table`, :func:`stall_grid`;
 * :mod:`~pkpo.analysis.claims`, exploratory verdicts: :func:`claims_table` (each claim of
@@ -48,6 +55,7 @@ from .confirmatory import (
     confirmatory_tidy,
     find_protocols,
     headline_grid,
+    stated_tables,
 )
 from .errors import AnalysisWarning, NoDataError
 from .figures import (
@@ -62,6 +70,7 @@ from .figures import (
     seed_curves,
 )
 from .notebook import PARAMS_ENV, load_for_notebook, notebook_params
+from .problems import eval_counts, fig_pass_at_k_curves, paired_comparison, resample_se
 from .render import (
     Grid,
     comparison_grid,
@@ -89,6 +98,15 @@ from .runs import (
     scan_runs,
 )
 from .stall import NO_REGIME, StallCriterion, StallTable, find_searches, stall_grid, stall_table
+from .stated import (
+    StatedClaims,
+    StatedTable,
+    power_table,
+    stated_grid,
+    stated_headline_grid,
+    stated_table,
+    stated_tidy,
+)
 from .style import ARM_COLORS, BENCHMARKS, MODEL_NAMES, arm_style, k_color
 from .switch import switch_frame, switch_grid
 from .tables import (
@@ -146,6 +164,8 @@ __all__ = [
     "RunConfig",
     "RunLog",
     "StallCriterion",
+    "StatedClaims",
+    "StatedTable",
     "StallTable",
     "aggregate_seeds",
     "arm_style",
@@ -194,6 +214,16 @@ __all__ = [
     "setting_frame",
     "settings",
     "stall_grid",
+    "stated_grid",
+    "stated_headline_grid",
+    "stated_table",
+    "stated_tables",
+    "stated_tidy",
+    "power_table",
+    "eval_counts",
+    "fig_pass_at_k_curves",
+    "paired_comparison",
+    "resample_se",
     "stall_table",
     "runs_under",
     "switch_frame",

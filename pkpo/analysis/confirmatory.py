@@ -13,8 +13,12 @@ sampling seeds, so the seed is a block. Each comparison is a contrast of arms, p
 
 * the two-sided one-sample t-test of mean(d) = 0 and its 95 % t confidence interval;
 * two one-sided tests (TOST) of |mean(d)| < margin, for equivalence;
-* the probability of improvement P(d > 0) over seeds (ties count 1/2), with a 95 %
-  percentile bootstrap interval over seeds (scipy), as Agarwal et al. (2021) recommend.
+* the probability of improvement P(d > 0) over seeds, as Agarwal et al. (2021) recommend,
+  with its exact binomial interval (ties left out).
+
+A protocol may also state the claims as the paper states them (a ``claims:`` section,
+:mod:`.stated`, decided by :mod:`.decisions`), and a finished study may carry an exploratory
+re-reading of them (``rereading.yaml`` beside the protocol).
 
 Holm's correction runs over each family, separately for the two-sided and the TOST p-values.
 Verdicts (claimed ``greater``): *reproduced* (Holm p < alpha, d > 0), *contradicted* (Holm p
@@ -36,31 +40,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
-from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.weightstats import DescrStatsW
 
 from pkpo.arms import sweep_arm
 
-from .claims import STATEMENTS, TRAIN_WINDOW, Comparison, run_values
+from . import decisions
+from .claims import STATEMENTS, TRAIN_WINDOW
 from .render import Grid, number
 from .runs import runs_under
+from .stated import StatedClaims, StatedTable, metric_source, seed_values, stated_table
 
 PROTOCOL_FILE = "protocol.yaml"
+REREADING_FILE = "rereading.yaml"
 FAMILIES = ("primary", "secondary")
 CLAIMED = ("greater", "keeps")
 VERDICTS = ("reproduced", "contradicted", "equivalent", "inconclusive", "no data")
 CONFIDENCE = 0.95
-BOOTSTRAP_RESAMPLES = 10_000
 EXTRA_STATEMENTS = {"E": "EntropyReg against k_opt = 1 and k_opt = 8 (not a claim of the paper)"}
-
-
-def metric_source(metric: str) -> str:
-    """Where a metric is read: the final held-out eval (pass@k), the last train event before
-    it (cumulative solve rate) or the mean of the train steps before it (entropy)."""
-    if metric.startswith("pass@"):
-        return "eval"
-    return {"cumulative_solve_rate": "train_last", "entropy": "train_window"}[metric]
 
 
 @dataclass(frozen=True)
@@ -100,6 +97,10 @@ class Protocol:
     families: dict[str, tuple[Contrast, ...]]
     overrides: tuple[str, ...] = ()
     """Hydra overrides of every run on top of the preset."""
+    stated: StatedClaims | None = None
+    """The claims as stated (the protocol's ``claims:`` section, :mod:`.stated`)."""
+    rereading: StatedClaims | None = None
+    """An exploratory re-reading written after the runs (``rereading.yaml`` beside it)."""
 
     @classmethod
     def load(cls, path: str | Path) -> Protocol:
@@ -128,8 +129,16 @@ class Protocol:
                     Contrast(str(item["claim"]), terms, item["metric"], item["claimed"])
                 )
             families[family] = tuple(contrasts)
-        if not families["primary"]:
-            raise ValueError(f"{where} `primary` needs at least one comparison")
+        stated = StatedClaims.parse(raw, raw["arms"], where) if raw.get("claims") else None
+        if not families["primary"] and stated is None:
+            raise ValueError(f"{where} needs `claims` (or a `primary` family of comparisons)")
+        rereading = None
+        if (path.parent / REREADING_FILE).is_file():
+            again = path.parent / REREADING_FILE
+            reread = yaml.safe_load(again.read_text(encoding="utf-8"))
+            rereading = StatedClaims.parse(reread, raw["arms"], f"{again}:")
+            if rereading.status != "exploratory":
+                raise ValueError(f"{again}: status must be exploratory (it follows the runs)")
         return cls(
             name=str(raw["name"]),
             folder=path.parent,
@@ -139,9 +148,14 @@ class Protocol:
             steps=int(raw["steps"]),
             final_step=int(raw["final_step"]),
             alpha=float(raw["alpha"]),
-            margins={k: float(v) for k, v in raw["margins"].items()},
+            margins={
+                k: float(v["value"] if isinstance(v, dict) else v)
+                for k, v in raw["margins"].items()
+            },
             families=families,
             overrides=tuple(str(o) for o in raw.get("overrides") or ()),
+            stated=stated,
+            rereading=rereading,
         )
 
     @property
@@ -159,36 +173,24 @@ def find_protocols(paths: Iterable[str | Path]) -> list[Protocol]:
 # ------------------------------------------------------------------------- statistics
 
 
-def blocked_test(d: Sequence[float], margin: float, seed: int = 0) -> dict[str, float]:
+def blocked_test(d: Sequence[float], margin: float) -> dict[str, float]:
     """The tests of one contrast from its per-seed values ``d``: mean effect, its 95 % t
     interval, the two-sided p of mean = 0, the TOST p of |mean| < margin, and P(d > 0) with
-    its percentile bootstrap interval. NaN where ``d`` has fewer than 2 values or no spread."""
+    its exact binomial interval (:func:`pkpo.analysis.decisions.improvement_probability`).
+    NaN where ``d`` has fewer than 2 values or no spread."""
     d = np.asarray(d, dtype=float)
     out = dict.fromkeys(("effect", "ci_low", "ci_high", "p", "p_tost", "pi", "pi_low", "pi_high"))
     out = {k: math.nan for k in out} | {"n": len(d)}
     if len(d) == 0:
         return out
     out["effect"] = float(d.mean())
-    wins = (d > 0) + 0.5 * (d == 0)
-    out["pi"] = float(wins.mean())
+    out["pi"], out["pi_low"], out["pi_high"] = decisions.improvement_probability(d, CONFIDENCE)
     if len(d) < 2 or float(d.std()) == 0.0:
         return out
     described = DescrStatsW(d)
     out["ci_low"], out["ci_high"] = map(float, described.tconfint_mean(alpha=1 - CONFIDENCE))
     out["p"] = float(described.ttest_mean(0.0)[1])
     out["p_tost"] = float(described.ttost_mean(-margin, margin)[0])
-    if wins.std() > 0:
-        boot = stats.bootstrap(
-            (wins,),
-            np.mean,
-            confidence_level=CONFIDENCE,
-            n_resamples=BOOTSTRAP_RESAMPLES,
-            method="percentile",
-            rng=np.random.default_rng(seed),
-        )
-        out["pi_low"], out["pi_high"] = map(float, boot.confidence_interval)
-    else:
-        out["pi_low"] = out["pi_high"] = out["pi"]
     return out
 
 
@@ -234,29 +236,6 @@ def claim_verdict(verdicts: Sequence[str]) -> str:
 # ---------------------------------------------------------------------- values and table
 
 
-def seed_values(df: pd.DataFrame, protocol: Protocol, contrast: Contrast) -> pd.DataFrame:
-    """One row per seed with every arm of ``contrast`` at the final step: the arms' values
-    (columns by sweep name) and the contrast ``d``. Seeds missing an arm are left out."""
-    label = protocol.labels
-    comparison = Comparison(
-        contrast.claim,
-        contrast.text(label),
-        tuple((label[a], c) for a, c in contrast.terms),
-        contrast.metric,
-        metric_source(contrast.metric),
-    )
-    evals = df[(df["event"] == "eval")]
-    values = run_values(df, evals, comparison, protocol.final_step)
-    by_label = {label[a]: a for a, _ in contrast.terms}
-    values = values.assign(arm=values["arm"].map(by_label))
-    wide = values.pivot_table(index="seed", columns="arm", values="value", aggfunc="first")
-    arms = [a for a, _ in contrast.terms]
-    wide = wide.reindex(columns=arms).dropna()
-    wide["d"] = sum(c * wide[a] for a, c in contrast.terms)
-    wide.index = wide.index.astype(int)
-    return wide
-
-
 @dataclass
 class ConfirmatoryTable:
     """Every comparison's tests and verdict (``rows``), each claim's verdict (``claims``)."""
@@ -280,7 +259,7 @@ def confirmatory_table(df: pd.DataFrame, protocol: Protocol) -> ConfirmatoryTabl
     for family, contrasts in protocol.families.items():
         start = len(records)
         for contrast in contrasts:
-            wide = seed_values(runs, protocol, contrast)
+            wide = seed_values(runs, label, protocol.final_step, contrast.terms, contrast.metric)
             margin = protocol.margins[contrast.metric]
             records.append(
                 {
@@ -366,7 +345,8 @@ def confirmatory_grid(table: ConfirmatoryTable) -> Grid:
         f"final held-out eval at step {protocol.final_step}; seeds {list(protocol.seeds)}.",
         "Per seed, the contrast d of the runs of that seed (blocked design); paired t-test "
         "of mean(d) = 0 (statsmodels), 95 % t interval, TOST within ±margin, P(A > B) = the "
-        "share of seeds with d > 0 (ties ½) with a 95 % percentile bootstrap interval.",
+        "share of seeds with d > 0 (ties left out) with its exact 95 % binomial interval "
+        "(the protocol named a percentile bootstrap, which collapses to [1, 1] at 7 of 7).",
         f"Holm over each family (primary: the verdicts; secondary: reported only), alpha "
         f"{protocol.alpha:g}. reproduced / contradicted: Holm p < alpha with the claimed / "
         "opposite sign; equivalent: otherwise TOST Holm p < alpha; non-inferiority "
@@ -393,3 +373,18 @@ def headline_grid(table: ConfirmatoryTable) -> Grid:
 def confirmatory_tidy(table: ConfirmatoryTable) -> pd.DataFrame:
     """The rows with the claim verdict beside each comparison (for the CSV)."""
     return table.rows.assign(claim_verdict=table.rows["claim"].map(table.claims))
+
+
+def stated_tables(df: pd.DataFrame, protocol: Protocol) -> list[tuple[str, StatedTable]]:
+    """The study's claims as stated, decided on its runs: the protocol's own (confirmatory)
+    and its exploratory re-reading, each with its report key."""
+    runs = runs_under(df, protocol.folder)
+    runs = runs[runs["seed"].isin(protocol.seeds)]
+    out = []
+    for suffix, claims in (("", protocol.stated), ("_rereading", protocol.rereading)):
+        if claims is None:
+            continue
+        title = f"Claims as the paper states them: {protocol.name} ({claims.status})"
+        table = stated_table(runs, claims, protocol.labels, protocol.final_step, title)
+        out.append((f"claims_{protocol.name}{suffix}", table))
+    return out

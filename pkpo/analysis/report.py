@@ -53,11 +53,12 @@ class Report:
         tidy: pd.DataFrame | None = None,
         used_runs: dict[str, str] | None = None,
         skipped_runs: dict[str, str] | None = None,
+        lead: bool = False,
     ) -> str:
         """Markdown, LaTeX, HTML (and the tidy CSV) of a table; returns the Markdown.
 
         ``used_runs`` (run -> table row) and ``skipped_runs`` (run -> why not) feed the
-        inventory's "which runs fed which cell".
+        inventory's "which runs fed which cell". ``lead``: a verdict table, shown first.
         """
         stem = self.out / "tables" / _slug(key)
         markdown = to_markdown(grid)
@@ -77,6 +78,7 @@ class Report:
                 "files": files,
                 "used_runs": used_runs or {},
                 "skipped_runs": skipped_runs or {},
+                "lead": lead,
             }
         )
         self.write()
@@ -84,7 +86,12 @@ class Report:
 
     def results(self, table: ResultsTable, grid: Grid) -> str:
         """:meth:`table` for a :func:`results_table` rendered as ``grid``; rows without
-        runs are also listed under "no data"."""
+        runs are also listed under "no data", and a table with no runs at all only there."""
+        seeds = table.cells.groupby("row", sort=False)["n_seeds"].max()
+        empty = list(seeds.index[seeds == 0])
+        if len(empty) == len(seeds):
+            self.missing(table.key, table.title, "no runs at all")
+            return to_markdown(grid)
         markdown = self.table(
             table.key,
             grid,
@@ -92,22 +99,17 @@ class Report:
             used_runs=table.used_runs,
             skipped_runs=table.skipped_runs,
         )
-        seeds = table.cells.groupby("row", sort=False)["n_seeds"].max()
-        empty = list(seeds.index[seeds == 0])
         if empty:
-            reason = "no runs at all" if len(empty) == len(seeds) else "no runs for "
-            self.missing(
-                table.key,
-                table.title,
-                reason + ("" if len(empty) == len(seeds) else ", ".join(empty)),
-            )
+            self.missing(table.key, table.title, "no runs for " + ", ".join(empty))
         return markdown
 
-    def figure(self, key: str, fig: Figure, title: str | None = None) -> Path:
+    def figure(
+        self, key: str, fig: Figure, title: str | None = None, *, lead: bool = False
+    ) -> Path:
         """PNG (150 dpi) and PDF of a figure; returns the PNG's path.
 
         The index shows ``title`` (default: the figure's first suptitle line) and the rest
-        of the suptitle as the caption.
+        of the suptitle as the caption; ``lead``: a figure of the verdicts, shown first.
         """
         stem = self.out / "figures" / _slug(key)
         fig.savefig(stem.with_suffix(".png"), dpi=150)
@@ -123,12 +125,15 @@ class Report:
                 "title": title or lines[0],
                 "caption": " ".join(lines[1:] if title is None else lines),
                 "files": [f"figures/{stem.name}.png", f"figures/{stem.name}.pdf"],
+                "lead": lead,
             }
         )
         self.write()
         return stem.with_suffix(".png")
 
-    def figure_or_missing(self, key: str, title: str, make: Callable[[], Figure]) -> Path | None:
+    def figure_or_missing(
+        self, key: str, title: str, make: Callable[[], Figure], *, lead: bool = False
+    ) -> Path | None:
         """``make()``'s figure saved as :meth:`figure`, or, on :class:`NoDataError`, a
         :meth:`missing` entry; returns the PNG's path or None."""
         try:
@@ -136,7 +141,7 @@ class Report:
         except NoDataError as err:
             self.missing(key, title, str(err))
             return None
-        return self.figure(key, fig, title)
+        return self.figure(key, fig, title, lead=lead)
 
     def missing(self, key: str, title: str, reason: str) -> None:
         """A table or figure that could not be made, and why."""
@@ -198,8 +203,9 @@ def write_index(
     problems: Sequence[str] = (),
     warnings_seen: Sequence[str] = (),
 ) -> Path:
-    """``out/index.html``: run inventory, every table and figure of ``sections``' manifests,
-    the list of what has no data, and the warnings and failures met on the way."""
+    """``out/index.html``, answers first: the verdict tables and their figures (entries made
+    with ``lead``), the other figures, the tables with runs, one line of what has no data,
+    the warnings and failures met on the way, and last the run inventory."""
     out = Path(out)
     esc = html.escape
     entries = []
@@ -214,12 +220,49 @@ def write_index(
         for run, why in entry.get("skipped_runs", {}).items():
             usage.setdefault(run, []).append(f"not in {entry['key']}: {why}")
 
+    def table_html(entry: dict[str, Any]) -> str:
+        html_file = next(f for f in entry["files"] if f.endswith(".html"))
+        links = " ".join(
+            f"<a href='{esc(f)}'>{esc(Path(f).suffix[1:])}</a>" for f in entry["files"]
+        )
+        text = (out / html_file).read_text(encoding="utf-8")
+        return f"<div class='table' id='{esc(entry['key'])}'>{text}<p>files: {links}</p></div>"
+
+    def figure_html(entry: dict[str, Any]) -> str:
+        png, pdf = entry["files"]
+        return (
+            f"<figure id='{esc(entry['key'])}'><img src='{esc(png)}' alt='{esc(entry['title'])}'>"
+            f"<figcaption><b>{esc(entry['title'])}</b> {esc(entry.get('caption', ''))} "
+            f"(<a href='{esc(pdf)}'>pdf</a>)</figcaption></figure>"
+        )
+
+    tables = [e for e in entries if e["kind"] == "table"]
+    figures = [e for e in entries if e["kind"] == "figure"]
+    missing = [e for e in entries if e["kind"] == "missing"]
     body = ["<h1>PKPO: tables and figures from run logs</h1>"]
     body.append(
-        "<nav><a href='#inventory'>Runs</a><a href='#tables'>Tables</a>"
-        "<a href='#figures'>Figures</a><a href='#missing'>No data</a>"
-        "<a href='#warnings'>Warnings</a></nav>"
+        "<nav><a href='#claims'>Claims</a><a href='#figures'>Figures</a>"
+        "<a href='#tables'>Tables</a><a href='#missing'>No data</a>"
+        "<a href='#warnings'>Warnings</a><a href='#inventory'>Runs</a></nav>"
     )
+    # answers first: the verdict tables and their figures, then the rest
+    body.append("<h2 id='claims'>The paper's claims: verdicts</h2>")
+    body += [table_html(e) for e in tables if e.get("lead")]
+    body += [figure_html(e) for e in figures if e.get("lead")]
+    body.append("<h2 id='figures'>Figures</h2>")
+    body += [figure_html(e) for e in figures if not e.get("lead")]
+    body.append("<h2 id='tables'>Tables with runs</h2>")
+    body += [table_html(e) for e in tables if not e.get("lead")]
+    body.append(f"<h2 id='missing'>No data ({len(missing)})</h2>")
+    body.append(
+        "<p>" + "; ".join(f"<b>{esc(e['title'])}</b>: {esc(e['reason'])}" for e in missing) + "</p>"
+    )
+    body.append(
+        f"<h2 id='warnings'>Problems and warnings ({len(problems) + len(warnings_seen)})</h2><ul>"
+    )
+    body += [f"<li class='status-crashed'>{esc(p)}</li>" for p in problems]
+    body += [f"<li>{esc(w)}</li>" for w in warnings_seen]
+    body.append("</ul>")
     counts = inventory["status"].value_counts().to_dict() if not inventory.empty else {}
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "none"
     body.append(f"<h2 id='inventory'>Run inventory ({len(inventory)} runs: {summary})</h2>")
@@ -229,33 +272,6 @@ def write_index(
         "its folder.</p>"
     )
     body.append(_inventory_html(inventory, usage))
-    body.append("<h2 id='tables'>Tables</h2>")
-    for entry in (e for e in entries if e["kind"] == "table"):
-        html_file = next(f for f in entry["files"] if f.endswith(".html"))
-        links = " ".join(
-            f"<a href='{esc(f)}'>{esc(Path(f).suffix[1:])}</a>" for f in entry["files"]
-        )
-        body.append(f"<div class='table' id='{esc(entry['key'])}'>")
-        body.append((out / html_file).read_text(encoding="utf-8"))
-        body.append(f"<p>files: {links}</p></div>")
-    body.append("<h2 id='figures'>Figures</h2>")
-    for entry in (e for e in entries if e["kind"] == "figure"):
-        png, pdf = entry["files"]
-        body.append(
-            f"<figure id='{esc(entry['key'])}'><img src='{esc(png)}' alt='{esc(entry['title'])}'>"
-            f"<figcaption><b>{esc(entry['title'])}</b> {esc(entry.get('caption', ''))} "
-            f"(<a href='{esc(pdf)}'>pdf</a>)</figcaption></figure>"
-        )
-    missing = [e for e in entries if e["kind"] == "missing"]
-    body.append(f"<h2 id='missing'>No data ({len(missing)})</h2><ul>")
-    body += [f"<li><b>{esc(e['title'])}</b>: {esc(e['reason'])}</li>" for e in missing]
-    body.append("</ul>")
-    body.append(
-        f"<h2 id='warnings'>Problems and warnings ({len(problems) + len(warnings_seen)})</h2><ul>"
-    )
-    body += [f"<li class='status-crashed'>{esc(p)}</li>" for p in problems]
-    body += [f"<li>{esc(w)}</li>" for w in warnings_seen]
-    body.append("</ul>")
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>PKPO report</title>"
         f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n"

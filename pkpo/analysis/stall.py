@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+from statsmodels.stats.weightstats import DescrStatsW
 
 from pkpo.arms import sweep_arm
 
@@ -106,6 +107,8 @@ def pilot_gains(df: pd.DataFrame, criterion: StallCriterion, candidate: str) -> 
         if evals.empty:
             continue
         start, end = float(evals["value"].iloc[0]), float(evals["value"].iloc[-1])
+        size = run[(run["event"] == "eval") & run["metric"].isin(["n_eval", "num_problems"])]
+        samples = float(size.groupby("metric", observed=True)["value"].last().prod())
         rows.append(
             {
                 "seed": seed,
@@ -114,9 +117,36 @@ def pilot_gains(df: pd.DataFrame, criterion: StallCriterion, candidate: str) -> 
                 "gain": end - start,
                 "end_step": int(evals["step"].iloc[-1]),
                 "solve_rate": float(solve.sort_values("step")["value"].iloc[-1]),
+                # eval noise of the gain: the binomial variance of a mean of `samples` draws
+                # at the mean success rate bounds that of the per-problem rates (Jensen)
+                "noise_var": (start * (1 - start) + end * (1 - end)) / samples,
             }
         )
     return pd.DataFrame(rows)
+
+
+THREE_WAY_CONFIDENCE = 0.95
+
+
+def three_way(gains: np.ndarray, noise_var: np.ndarray, criterion: StallCriterion) -> dict:
+    """Exploratory re-reading of the stall rule with its uncertainty: the two-sided 95 % t
+    interval of the mean gain over seeds (statsmodels; each seed's gain carries its eval
+    noise, so the interval does too) against the threshold: *stalled* if it lies below,
+    *not stalled* if above, *undecided* if it straddles it. Also the eval-noise s.e. of the
+    mean gain alone (binomial bound), to show how much of the spread it explains."""
+    low, high = DescrStatsW(gains).tconfint_mean(alpha=1 - THREE_WAY_CONFIDENCE)
+    if high < criterion.gain_below:
+        decision = "stalled"
+    elif low > criterion.gain_below:
+        decision = "not stalled"
+    else:
+        decision = "undecided"
+    return {
+        "gain_low": float(low),
+        "gain_high": float(high),
+        "eval_noise_se": float(np.sqrt(noise_var.sum()) / len(noise_var)),
+        "three_way": decision,
+    }
 
 
 @dataclass
@@ -154,6 +184,7 @@ def stall_table(df: pd.DataFrame, criterion: StallCriterion) -> StallTable:
                 "solve_rate": float(gains["solve_rate"].mean()),
             }
             row["stalls"] = row["gain"] < criterion.gain_below
+            row |= three_way(gains["gain"].to_numpy(), gains["noise_var"].to_numpy(), criterion)
         row["status"] = "pilot incomplete" if row["meets_base"] and not complete else "judged"
         row["meets"] = bool(row["meets_base"] and complete and row["stalls"])
         rows.append(row)
@@ -176,12 +207,13 @@ def stall_grid(table: StallTable) -> Grid:
         "solve rate at end",
         "stalls",
         "meets",
+        "exploratory: gain 95 % CI (eval-noise s.e.) → three-way",
     ]
     body = []
     for r in table.rows.to_dict("records"):
         cells = [r["candidate"], " ".join(f"`{o}`" for o in r["overrides"])]
         if r["status"] == "not evaluated":
-            body.append([*cells, "not evaluated", *["—"] * 7])
+            body.append([*cells, "not evaluated", *["—"] * 8])
             continue
         cells += [
             pct(r["base_pass@1"], ".2f"),
@@ -200,6 +232,13 @@ def stall_grid(table: StallTable) -> Grid:
         else:
             cells += ["not run (base criterion not met)", "—", "—", "—"]
         cells.append("**yes**" if r["meets"] else "no")
+        if "three_way" in r and isinstance(r["three_way"], str):
+            cells.append(
+                f"[{100 * r['gain_low']:+.2f}, {100 * r['gain_high']:+.2f}] "
+                f"({100 * r['eval_noise_se']:.3f}) → {r['three_way']}"
+            )
+        else:
+            cells.append("—")
         body.append(cells)
     notes = [
         f"Criterion ({c.folder.name}/{CRITERION_FILE}, committed before any candidate ran): "
@@ -207,5 +246,10 @@ def stall_grid(table: StallTable) -> Grid:
         f"then {c.label} over seeds {list(c.seeds)} gains < {100 * c.gain_below:g} points of "
         "held-out pass@1 from step 0 to its last eval.",
         f"Claim 7 (pass@k optimisation unblocks the hard split): {table.verdict}.",
+        "Exploratory (written after the pilots were seen): the rule's threshold applied to "
+        "the 95 % t interval of the mean gain over seeds instead of the mean alone — stalled "
+        "if the interval lies below the threshold, not stalled if above, undecided if it "
+        "straddles it; in brackets the eval-noise s.e. of the mean gain alone (binomial "
+        "bound, points).",
     ]
     return Grid(f"Claim 7: stall search {c.name}", header, body, notes)
