@@ -7,7 +7,8 @@ pilot's exploratory claims table, the SmolLM2 reproduction's held-out and claims
 stall search's table, verdict and Figure 8 analogues; and refreshes the README's blocks
 between ``<!-- generated:<key> -->`` and ``<!-- /generated -->``: per study
 ``headline_<name>`` (its pre-registered primary comparisons) and ``claims_<name>`` /
-``claims_<name>_rereading`` (its claims as stated), and ``claim7``.
+``claims_<name>_rereading`` (its claims as stated), and per stall search
+``claim7_<name>``.
 ``tests/test_docs.py`` fails when a committed file differs from its regeneration.
 """
 
@@ -19,6 +20,7 @@ import re
 from pathlib import Path
 
 import matplotlib
+import pandas as pd
 
 matplotlib.use("Agg")
 
@@ -60,10 +62,12 @@ def tables() -> dict[str, str]:
     for criterion in A.find_searches([RESULTS]):
         stall = A.stall_table(runs(criterion.folder), criterion)
         out[f"claim7_{criterion.name}.md"] = A.to_markdown(A.stall_grid(stall))
+        met = int(stall.rows.get("meets_base", pd.Series(dtype=bool)).fillna(False).sum())
+        none_stalled = "" if stall.verdict == A.UNDECIDED else "; none of them stalled"
         out[f"claim7_{criterion.name}_verdict.md"] = (
             f"**Claim 7** (pass@k optimisation unblocks the hard split): **{stall.verdict}** "
-            f"({sum(stall.rows['meets_base'].fillna(False))} of {len(stall.rows)} candidate "
-            "splits met the base criterion; none of them stalled under k_opt = 1).\n"
+            f"({met} of {len(stall.rows)} candidate splits met the base criterion"
+            f"{none_stalled} under k_opt = 1).\n"
             if stall.chosen is None
             else f"**Claim 7**: {stall.verdict}.\n"
         )
@@ -102,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                 fig = A.fig_held_out_progress(pilot, [criterion.label], title)
                 fig.savefig(args.out / f"fig8_{criterion.name}_{candidate}.png", dpi=110)
         verdict = (args.out / f"claim7_{criterion.name}_verdict.md").read_text()
-        readme = readme_with("claim7", verdict, readme)
+        readme = readme_with(f"claim7_{criterion.name}", verdict, readme)
     readme_path.write_text(readme, encoding="utf-8")
     print(f"wrote {args.out}")
     return 0

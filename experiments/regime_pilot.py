@@ -17,6 +17,7 @@ and every candidate's numbers are printed, whichever way they came out.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ import pandas as pd
 import yaml
 
 from pkpo import analysis as A
+from pkpo.analysis.stated import seed_values
 
 RULE_FILE = "regime.yaml"
 
@@ -86,7 +88,26 @@ def main(argv: list[str] | None = None) -> int:
         print(table.round(3).to_string(index=False))
     chosen = horizon(table, rule)
     print(f"horizon: {chosen if chosen is not None else 'not decided yet (pilot incomplete)'}")
+    if chosen is not None:
+        print(f"k_opt = 1 at step {chosen}, mean over seeds (the next protocol's margins):")
+        for metric, value in levels(args.folder, rule, chosen).items():
+            print(f"  {metric}: {value:.4g}")
     return 0
+
+
+def levels(folder: Path, rule: dict, step: int) -> dict[str, float]:
+    """What k_opt = 1 reaches at ``step``, mean over the pilot's seeds: held-out pass@k and
+    the training metrics as the claims read them (points; entropy in nats), and the eval
+    noise of one paired pass@1 difference (sqrt(2) x one run's resample s.e., points)."""
+    df = A.load_runs([folder])
+    out = {}
+    for metric in (*(f"pass@{k}" for k in (1, 2, 4, 8, 16)), "cumulative_solve_rate", "entropy"):
+        values = seed_values(df, {rule["arm"]: "k_opt=1"}, step, ((rule["arm"], 1.0),), metric)
+        out[metric] = float(values["d"].mean())
+    counts = A.eval_counts(A.scan_runs([folder]), step)
+    noise = [A.resample_se(run["c"], run["n"]) for _, run in counts.groupby("run")]
+    out["pass@1 eval noise of a paired difference"] = 100 * math.sqrt(2) * float(np.mean(noise))
+    return out
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def test_the_committed_generated_tables_are_their_regeneration():
             "claims_tiny_arith_confirmatory_rereading",
             "claims_tiny_arith_confirmatory_rereading_headline.md",
         ),
-        ("claim7", "claim7_stall_search_verdict.md"),
+        ("claim7_stall_search", "claim7_stall_search_verdict.md"),
     ],
 )
 def test_the_readme_blocks_are_the_generated_ones(block, name):

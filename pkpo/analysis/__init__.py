@@ -97,7 +97,15 @@ from .runs import (
     runs_under,
     scan_runs,
 )
-from .stall import NO_REGIME, StallCriterion, StallTable, find_searches, stall_grid, stall_table
+from .stall import (
+    NO_REGIME,
+    UNDECIDED,
+    StallCriterion,
+    StallTable,
+    find_searches,
+    stall_grid,
+    stall_table,
+)
 from .stated import (
     StatedClaims,
     StatedTable,
@@ -156,6 +164,7 @@ __all__ = [
     "ConfirmatoryTable",
     "Grid",
     "NO_REGIME",
+    "UNDECIDED",
     "NoDataError",
     "PaperTable",
     "Protocol",

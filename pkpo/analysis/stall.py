@@ -36,6 +36,8 @@ from .runs import runs_under
 CRITERION_FILE = "criterion.yaml"
 SEARCH_FILE = "search.json"
 NO_REGIME = "no stalling regime found at this scale"
+UNDECIDED = "undecided: the k_opt = 1 gain's interval straddles the stall threshold"
+DECISIONS = ("mean", "three_way")
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,10 @@ class StallCriterion:
     candidates: dict[str, list[str]]
     pilot_overrides: tuple[str, ...] = ()
     steps: int = 150
+    decision: str = "mean"
+    """``mean``: the mean gain over seeds against the threshold (the first search's rule);
+    ``three_way``: its 95 % t interval against it (:func:`three_way`), undecided when it
+    straddles the threshold."""
 
     @classmethod
     def load(cls, path: str | Path) -> StallCriterion:
@@ -62,7 +68,7 @@ class StallCriterion:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         try:
             base, pilot = raw["base"], raw["pilot"]
-            return cls(
+            criterion = cls(
                 name=str(raw["name"]),
                 folder=path.parent,
                 preset=str(raw["preset"]),
@@ -75,9 +81,14 @@ class StallCriterion:
                 gain_below=float(pilot["pass@1_gain_below"]),
                 candidates={str(k): list(v) for k, v in raw["candidates"].items()},
                 pilot_overrides=tuple(str(o) for o in pilot.get("overrides") or ()),
+                steps=int(pilot.get("steps", 150)),
+                decision=str(pilot.get("decision", "mean")),
             )
         except KeyError as err:
             raise ValueError(f"{path}: missing key {err}") from None
+        if criterion.decision not in DECISIONS:
+            raise ValueError(f"{path}: pilot.decision must be one of {DECISIONS}")
+        return criterion
 
     @property
     def label(self) -> str:
@@ -157,7 +168,10 @@ class StallTable:
 
     @property
     def verdict(self) -> str:
-        return f"split {self.chosen} stands in for the hard task" if self.chosen else NO_REGIME
+        if self.chosen:
+            return f"split {self.chosen} stands in for the hard task"
+        undecided = "three_way" in self.rows and (self.rows["three_way"] == "undecided").any()
+        return UNDECIDED if self.criterion.decision == "three_way" and undecided else NO_REGIME
 
 
 def stall_table(df: pd.DataFrame, criterion: StallCriterion) -> StallTable:
@@ -183,8 +197,11 @@ def stall_table(df: pd.DataFrame, criterion: StallCriterion) -> StallTable:
                 "gain": float(gains["gain"].mean()),
                 "solve_rate": float(gains["solve_rate"].mean()),
             }
-            row["stalls"] = row["gain"] < criterion.gain_below
             row |= three_way(gains["gain"].to_numpy(), gains["noise_var"].to_numpy(), criterion)
+            if criterion.decision == "three_way":
+                row["stalls"] = row["three_way"] == "stalled"
+            else:
+                row["stalls"] = row["gain"] < criterion.gain_below
         row["status"] = "pilot incomplete" if row["meets_base"] and not complete else "judged"
         row["meets"] = bool(row["meets_base"] and complete and row["stalls"])
         rows.append(row)
@@ -207,7 +224,7 @@ def stall_grid(table: StallTable) -> Grid:
         "solve rate at end",
         "stalls",
         "meets",
-        "exploratory: gain 95 % CI (eval-noise s.e.) → three-way",
+        "gain 95 % CI (eval-noise s.e.) → three-way",
     ]
     body = []
     for r in table.rows.to_dict("records"):
@@ -246,8 +263,12 @@ def stall_grid(table: StallTable) -> Grid:
         f"then {c.label} over seeds {list(c.seeds)} gains < {100 * c.gain_below:g} points of "
         "held-out pass@1 from step 0 to its last eval.",
         f"Claim 7 (pass@k optimisation unblocks the hard split): {table.verdict}.",
-        "Exploratory (written after the pilots were seen): the rule's threshold applied to "
-        "the 95 % t interval of the mean gain over seeds instead of the mean alone — stalled "
+        (
+            "The criterion's own rule (declared before its pilots): "
+            if c.decision == "three_way"
+            else "Exploratory (written after the pilots were seen): "
+        )
+        + "the threshold applied to the 95 % t interval of the mean gain over seeds — stalled "
         "if the interval lies below the threshold, not stalled if above, undecided if it "
         "straddles it; in brackets the eval-noise s.e. of the mean gain alone (binomial "
         "bound, points).",
