@@ -11,7 +11,10 @@ Per step t (the paper's recipe, §5.2):
 
 Every part is chosen by config (``conf/``): model, task, sampler, transform, schedule,
 trainer, logger. ``pkpo-train resume=<run folder>`` (or re-running with the same
-``run_dir``, as a Slurm requeue does) continues from the last checkpoint.
+``run_dir``, as a Slurm requeue does) continues from the last checkpoint, with the config
+the folder holds: one process writes to a run folder at a time, and a resume that would
+train differently is refused unless ``resume_allow`` names the keys it changes
+(:mod:`pkpo.rundir`).
 """
 
 from __future__ import annotations
@@ -21,20 +24,22 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import hydra
 import numpy as np
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from pkpo import checkpoint, config, metrics, models, plugins, transforms
+from pkpo import checkpoint, config, distributed, metrics, models, plugins, rundir, transforms
 from pkpo.config import CONF_DIR
 from pkpo.logger import SCHEMA_VERSION, EventLog
 from pkpo.prompts import encode_prompts
@@ -93,6 +98,8 @@ class Run:
 
     ``load_policy`` and ``transform`` (``transforms.transform``'s signature) are the model
     loader and the reward transform; a test passes its own to see what reaches them.
+    ``config_changes`` (:attr:`RunFolder.changes`) are logged as a ``config_change`` event
+    at the step the run starts from.
     """
 
     def __init__(
@@ -102,8 +109,10 @@ class Run:
         *,
         load_policy: PolicyLoader = models.load_policy,
         transform: Callable[..., torch.Tensor] = transforms.transform,
+        config_changes: dict[str, list[Any]] | None = None,
     ):
         self.cfg = cfg
+        self.config_changes = config_changes or {}
         self.run_dir = run_dir
         self.task = instantiate(cfg.task)
         self.train_set = self.task.load(cfg.task.train_split)
@@ -274,7 +283,10 @@ class Run:
             schema=SCHEMA_VERSION,
             run_dir=str(self.run_dir),
             resumed_from_step=self.step if resumed else None,
+            config_sha256=rundir.config_hash(cfg),
         )
+        if self.config_changes:
+            self.log("config_change", step=self.step, changes=self.config_changes)
         if not resumed and cfg.eval.at_start:
             self.evaluate()
         bar = tqdm(
@@ -305,7 +317,11 @@ class Run:
                 )
             self.log("end", step=self.step, status="finished", error=None)
         except BaseException as e:
-            self.log("end", step=self.step, status="failed", error=repr(e)[:1000])
+            error = str(e) if isinstance(e, rundir.WriteFailed) else repr(e)
+            try:
+                self.log("end", step=self.step, status="failed", error=error[:1000])
+            except rundir.WriteFailed:
+                pass  # the log itself cannot be written: the error line says why
             raise
         finally:
             bar.close()
@@ -336,25 +352,91 @@ def _wandb_run(cfg: DictConfig, run_dir: Path):
     )
 
 
-def resolve_run(cfg: DictConfig) -> tuple[DictConfig, Path]:
-    """The config and folder of this run; ``resume=<folder>`` takes both from the folder."""
+@dataclass
+class RunFolder:
+    """A run's folder, held by this process, and the config it trains with."""
+
+    cfg: DictConfig
+    path: Path
+    lock: rundir.FolderLock | None
+    """None on ranks other than the main one, which write nothing into the folder."""
+    changes: dict[str, list[Any]] = field(default_factory=dict)
+    """The keys whose change ``resume_allow`` let through: ``{key: [old, new]}``."""
+
+
+NOT_APPLIED_ON_RESUME = ("run_dir", "resume", "resume_allow", "dry_run")
+
+
+def with_overrides(saved: DictConfig, cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """The config ``saved`` with each key the command line set (``overrides``, Hydra's
+    ``key=value`` strings; a config group counts as the key of its node) taken from the
+    composed ``cfg``: what ``resume=<folder> key=value`` asks to train with."""
+    wanted = saved.copy()
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key.startswith("hydra.") or key in NOT_APPLIED_ON_RESUME:
+            continue
+        if key == "experiment":
+            raise config.ConfigError(
+                "resume: experiment= cannot be given with resume= (the run's config is the "
+                "config.yaml of its folder)"
+            )
+        value = OmegaConf.select(cfg, key)
+        if OmegaConf.is_config(value):
+            value = OmegaConf.to_container(value, resolve=True)
+        OmegaConf.update(wanted, key, value, merge=False, force_add=True)
+    return wanted
+
+
+def _save_config(cfg: DictConfig, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        OmegaConf.save(cfg, tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise rundir.WriteFailed(path, err) from err
+
+
+def resolve_run(cfg: DictConfig, overrides: Sequence[str] = ()) -> RunFolder:
+    """The folder of this run, locked (:func:`pkpo.rundir.hold`), and its config.
+
+    ``resume=<folder>`` takes the config from the folder, with the command line's
+    ``overrides`` applied; a ``run_dir`` that already holds a run (a requeued job, a rerun
+    sweep) keeps that run's config. Either way a difference on a training key is refused
+    unless ``resume_allow`` names it (:func:`pkpo.rundir.check_changes`); an allowed change
+    is written into ``config.yaml``. Checkpoint temp files of a killed writer are removed.
+    """
+    folder = Path(cfg.resume or cfg.run_dir).expanduser().resolve()
+    saved_path = folder / "config.yaml"
+    if cfg.resume and not saved_path.exists():
+        raise config.ConfigError(f"resume={cfg.resume}: no config.yaml in {folder}")
+    main = distributed.rendezvous_env(os.environ)["RANK"] == "0"
+    lock = rundir.hold(folder) if main else None
+    saved = OmegaConf.load(saved_path) if saved_path.exists() else None
     if cfg.resume:
-        run_dir = Path(cfg.resume).expanduser().resolve()
-        saved = run_dir / "config.yaml"
-        if not saved.exists():
-            raise config.ConfigError(f"resume={cfg.resume}: no config.yaml in {run_dir}")
-        return OmegaConf.load(saved), run_dir
-    run_dir = Path(cfg.run_dir).expanduser().resolve()
-    saved = run_dir / "config.yaml"
-    if saved.exists() and (run_dir / "checkpoints" / checkpoint.LAST).exists():
-        # A requeued job (same run_dir) continues with the config it started with.
-        log.info("run_dir %s has a checkpoint: resuming it", run_dir)
-        return OmegaConf.load(saved), run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    resolved.run_dir = str(run_dir)
-    OmegaConf.save(resolved, saved)
-    return resolved, run_dir
+        wanted = with_overrides(saved, cfg, overrides)
+    else:
+        wanted = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        wanted.run_dir = str(folder)
+    if saved is None:
+        if main:
+            _save_config(wanted, saved_path)
+        return RunFolder(wanted, folder, lock)
+    changes = rundir.config_changes(saved, wanted)
+    rundir.check_changes(changes, cfg.get("resume_allow") or [], f"run folder {folder}")
+    if not cfg.resume:  # a requeue keeps the saved record (launch commit, logger) as it was
+        for key, (_, new) in changes.items():
+            OmegaConf.update(saved, key, new, merge=False, force_add=True)
+        wanted = saved
+    if main:
+        if changes or (cfg.resume and overrides):
+            _save_config(wanted, saved_path)
+        for stale in checkpoint.remove_temporaries(folder / "checkpoints"):
+            print(f"[pkpo] removed an unfinished checkpoint write: {stale}", flush=True)
+    if cfg.resume is None and (folder / "checkpoints" / checkpoint.LAST).exists():
+        log.info("run_dir %s has a checkpoint: resuming it", folder)
+    return RunFolder(wanted, folder, lock, changes)
 
 
 def dry_run(
@@ -378,31 +460,39 @@ def dry_run(
 
 def run(
     cfg: DictConfig,
+    overrides: Sequence[str] = (),
     *,
     check_model: Callable[[DictConfig], None] = models.check_model,
     load_policy: PolicyLoader = models.load_policy,
 ) -> Path | None:
     """Validate, build and train; returns the run folder (None for a dry run).
 
-    ``check_model`` and ``load_policy`` are the model's start-up check and loader (as in
-    ``Run``: a test passes its own to see whether they are reached).
+    ``overrides`` are the command line's ``key=value`` strings (what a ``resume=`` may
+    change, :func:`resolve_run`). ``check_model`` and ``load_policy`` are the model's
+    start-up check and loader (as in ``Run``: a test passes its own to see whether they are
+    reached).
     """
     config.validate(cfg)
     if cfg.dry_run:
         dry_run(cfg, check_model)
         return None
-    cfg, run_dir = resolve_run(cfg)
-    config.validate(cfg)  # a resumed run's config comes from its folder
-    check_model(cfg.model)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)  # noqa: NPY002 - for libraries that use the global RNG
-    torch.manual_seed(cfg.seed)
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
-    torch.set_float32_matmul_precision(cfg.matmul_precision)
-    print(f"[pkpo] run folder: {run_dir}", flush=True)
-    loop = Run(cfg, run_dir, load_policy=load_policy)
-    loop.train()
+    folder = resolve_run(cfg, overrides)
+    try:
+        cfg, run_dir = folder.cfg, folder.path
+        config.validate(cfg)  # a resumed run's config comes from its folder
+        check_model(cfg.model)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)  # noqa: NPY002 - for libraries that use the global RNG
+        torch.manual_seed(cfg.seed)
+        if cfg.torch_threads:
+            torch.set_num_threads(cfg.torch_threads)
+        torch.set_float32_matmul_precision(cfg.matmul_precision)
+        print(f"[pkpo] run folder: {run_dir}", flush=True)
+        loop = Run(cfg, run_dir, load_policy=load_policy, config_changes=folder.changes)
+        loop.train()
+    finally:
+        if folder.lock is not None:
+            folder.lock.release()
     if loop.trainer.is_main:  # the closing summary: what the run did, and its figure
         from pkpo import summary  # pandas, scipy, matplotlib: loaded only here
 
@@ -413,7 +503,7 @@ def run(
 def user_error(err: Exception) -> str | None:
     """The one line a bad config or an unloadable model gets (None: not a user error).
     Hydra wraps a constructor's ``ValueError`` / ``TypeError``: its key and cause are kept."""
-    if isinstance(err, config.ConfigError | models.ModelLoadError):
+    if isinstance(err, config.ConfigError | models.ModelLoadError | rundir.RunFolderError):
         return str(err)
     if isinstance(err, InstantiationException):
         cause = err.__cause__
@@ -426,28 +516,36 @@ def user_error(err: Exception) -> str | None:
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
     """Hydra's command line; a user error (``user_error``) gets one line on stderr and exit
-    status 2."""
+    status 2, a failed write into the run folder (a full disk) one line and exit status 1."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        run(cfg)
+        run(cfg, HydraConfig.get().overrides.task)
     except Exception as err:
         line = user_error(err)
         if line is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"pkpo-train: error: {' '.join(line.split())}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        sys.exit(1 if isinstance(err, rundir.WriteFailed) else 2)
 
 
 def main() -> None:
     """``pkpo-train``: imports the ``PKPO_PLUGINS`` modules first (:mod:`pkpo.plugins`), so
     that the transforms they register are options of the ``transform`` group, checks that
-    each ``group=option`` exists (one line if not), then runs Hydra's command line."""
+    each ``group=option`` exists (one line if not), then runs Hydra's command line (with
+    ``resume=<folder>``, in that folder)."""
     try:
         plugins.load()
         config.check_group_choices(sys.argv[1:])
     except (plugins.PluginError, config.ConfigError) as err:
         print(f"pkpo-train: error: {err}", file=sys.stderr, flush=True)
         sys.exit(2)
+    resume = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("resume=")]
+    if (
+        resume
+        and resume[-1] not in ("", "null")
+        and not any(a.startswith("hydra.run.dir=") for a in sys.argv[1:])
+    ):  # Hydra's output goes to the resumed folder, not to a new, empty one named by defaults
+        sys.argv += [f"hydra.run.dir={resume[-1]}", "hydra.output_subdir=null"]
     _hydra_main()
 
 

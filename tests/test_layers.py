@@ -33,7 +33,7 @@ LAYERS: Layers = (
     ("foundations", (
         "pkpo", "pkpo.estimators", "pkpo.transforms", "pkpo.schedules", "pkpo.arms",
         "pkpo.metrics", "pkpo.ppo", "pkpo.prompts", "pkpo.cache", "pkpo.checkpoint",
-        "pkpo.distributed", "pkpo.logger", "pkpo.summary", "pkpo.plugins",
+        "pkpo.distributed", "pkpo.logger", "pkpo.summary", "pkpo.plugins", "pkpo.rundir",
     )),
     ("checkers", ("pkpo.verifiers", "pkpo.sandbox")),
     ("tasks", ("pkpo.tasks", "pkpo.scoring")),

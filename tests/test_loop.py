@@ -135,7 +135,8 @@ def test_scorer_turns_failures_into_zero(workers):
 def _run_and_capture(cfg, **parts):
     """Run the loop (``parts``: ``Run``'s own), recording each training rollout and what
     reached the trainer."""
-    cfg, run_dir = resolve_run(cfg)
+    folder = resolve_run(cfg)
+    cfg, run_dir = folder.cfg, folder.path
     loop = Run(cfg, run_dir, **parts)
     seen = {"rollouts": [], "updates": []}
     rollout, update = loop.rollout, loop.trainer.update
