@@ -651,3 +651,27 @@ def test_report_renders_the_toy_transform_tables(report: Path, toy_outputs: Path
     theta_table = (report / "tables" / "toy_train_estimators.md").read_text(encoding="utf-8")
     for r in trained.itertuples():
         assert f"{r.theta_mean:.4f} ± {r.theta_sd:.4f}" in theta_table, r
+
+
+@pytest.mark.slow
+def test_runs_with_a_missing_or_unreadable_config_are_named_and_left_out(
+    run_folders: Path, tmp_path: Path
+) -> None:
+    copy = copy_runs(run_folders, tmp_path)
+    lost, garbled = (path.parent for path in event_logs(copy)[:2])
+    # Hydra's own copy is left: unresolved, as Hydra writes it before the run resolves it
+    raw = yaml.safe_load((lost / "config.yaml").read_text())
+    raw["schedule"]["k_opt"] = "${oc.select:transform.fixed_k,4}"
+    (lost / ".hydra").mkdir(exist_ok=True)
+    (lost / ".hydra" / "config.yaml").write_text(yaml.safe_dump(raw))
+    (lost / "config.yaml").unlink()
+    (garbled / "config.yaml").write_text("seed: [0\n")
+    names = {path: f"{copy.name}/{path.relative_to(copy).as_posix()}" for path in (lost, garbled)}
+
+    out = tmp_path / "out"
+    assert analyze.main([str(copy), "--out", str(out), "--notebooks", "tables"]) == 0
+    inventory = pd.read_csv(out / "inventory.csv")
+    assert set(inventory["run"]) & set(names.values()) == set()
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert f"run {names[lost]} ({lost}): unresolved interpolations in k_opt; left out" in page
+    assert f"run {names[garbled]} ({garbled}): unreadable config.yaml (" in page

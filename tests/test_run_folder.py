@@ -53,52 +53,32 @@ def _error_lines(proc: subprocess.CompletedProcess) -> list[str]:
     return [line for line in proc.stderr.splitlines() if line.startswith("pkpo-train: error:")]
 
 
-class _Holder:
-    """Another process holding ``folder``'s lock, until :meth:`kill`."""
-
-    def __init__(self, folder: Path):
-        code = (
-            "import sys, time; from pkpo import rundir; rundir.hold(sys.argv[1]); "
-            "print('held', flush=True); time.sleep(600)"
-        )
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True
-        )
-        assert self.proc.stdout.readline().strip() == "held"
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-
 # ----------------------------------------------------------------------------- one writer
 
 
-def test_a_second_process_is_refused_naming_the_holder_and_a_dead_holder_frees_it(tmp_path):
+def test_a_second_process_is_refused_naming_the_holder_and_a_dead_holder_frees_it(
+    tmp_path, hold_elsewhere
+):
     folder = tmp_path / "run"
-    holder = _Holder(folder)
-    try:
-        where = f"pid {holder.proc.pid} on host {socket.gethostname()}"
-        assert rundir.holder(folder) == where
-        with pytest.raises(rundir.FolderBusy, match=f"held by {where}"):
-            rundir.hold(folder)
-    finally:
-        holder.kill()  # SIGKILL: nothing of the holder runs, the kernel drops the lock
+    holder = hold_elsewhere(folder)
+    where = f"pid {holder.pid} on host {socket.gethostname()}"
+    assert rundir.holder(folder) == where
+    with pytest.raises(rundir.FolderBusy, match=f"held by {where}"):
+        rundir.hold(folder)
+    holder.send_signal(signal.SIGKILL)  # nothing of the holder runs: the kernel drops the lock
+    holder.wait(timeout=30)
     assert rundir.holder(folder) is None
     rundir.hold(folder).release()
 
 
 @pytest.mark.slow
-def test_pkpo_train_on_a_held_run_folder_stops_at_once_with_one_line(tmp_path):
+def test_pkpo_train_on_a_held_run_folder_stops_at_once_with_one_line(tmp_path, hold_elsewhere):
     folder = tmp_path / "run"
-    holder = _Holder(folder)
-    try:
-        proc = _train(*TINY, f"run_dir={folder}", cwd=tmp_path)
-    finally:
-        holder.kill()
+    holder = hold_elsewhere(folder)
+    proc = _train(*TINY, f"run_dir={folder}", cwd=tmp_path)
     assert proc.returncode == 2
     assert _error_lines(proc) == [
-        f"pkpo-train: error: run folder {folder} is held by pid {holder.proc.pid} on host "
+        f"pkpo-train: error: run folder {folder} is held by pid {holder.pid} on host "
         f"{socket.gethostname()}: another process is writing to it; wait for it to end or stop it"
     ]
     assert "Traceback" not in proc.stderr
