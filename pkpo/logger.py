@@ -76,7 +76,10 @@ class EventLog:
     def __init__(self, run_dir: str | Path, wandb_run: Any = None):
         self.path = Path(run_dir) / "events.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        torn = repair_torn_line(self.path)
+        try:
+            torn = repair_torn_line(self.path)
+        except OSError as err:
+            raise WriteFailed(torn_path(self.path), err) from err
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._wandb = wandb_run
         if torn:

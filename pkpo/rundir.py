@@ -3,7 +3,8 @@
 * :func:`hold` takes an OS lock (``fcntl.flock`` on ``<folder>/.lock``) for as long as the
   process lives; a second process that reaches the folder is refused at once with the
   holder's pid and host (:class:`FolderBusy`). The kernel drops the lock when the holder
-  dies, however it dies, so a killed run never leaves a stale lock behind.
+  dies, however it dies, so a killed run never leaves a stale lock behind. A file system
+  without ``flock`` gets a warning and no lock.
 * :func:`config_changes` compares the config a run folder was started with against the one
   a resume (or a rerun on the same folder) asks for, on the keys that change training
   (everything but :data:`NOT_TRAINING`); :func:`check_changes` refuses a change the user did
@@ -20,6 +21,7 @@ import hashlib
 import json
 import os
 import socket
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -131,8 +133,21 @@ def hold(folder: str | Path, what: str = "run folder") -> FolderLock:
             f"{what} {folder} is held by {_describe_holder(path)}: another process is "
             "writing to it; wait for it to end or stop it"
         ) from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+    except OSError as err:  # a network file system mounted without flock support
+        os.close(fd)
+        print(
+            f"[pkpo] warning: cannot lock {path} ({describe(err)}); nothing stops a second "
+            "process from writing to it",
+            file=sys.stderr,
+            flush=True,
+        )
+        return FolderLock(folder, -1)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+    except OSError as err:
+        os.close(fd)
+        raise WriteFailed(path, err) from err
     return FolderLock(folder, fd)
 
 

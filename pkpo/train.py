@@ -14,7 +14,7 @@ trainer, logger. ``pkpo-train resume=<run folder>`` (or re-running with the same
 ``run_dir``, as a Slurm requeue does) continues from the last checkpoint, with the config
 the folder holds: one process writes to a run folder at a time, and a resume that would
 train differently is refused unless ``resume_allow`` names the keys it changes
-(:mod:`pkpo.rundir`).
+(:mod:`pkpo.resume`, :mod:`pkpo.rundir`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +38,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from pkpo import checkpoint, config, distributed, metrics, models, plugins, rundir, transforms
+from pkpo import checkpoint, config, metrics, models, plugins, rundir, transforms
 from pkpo.config import CONF_DIR
 from pkpo.logger import SCHEMA_VERSION, EventLog
 from pkpo.prompts import encode_prompts
+from pkpo.resume import resolve_run
 from pkpo.rollouts import ScoredRollout, sample_and_score
 from pkpo.samplers import sampling_params
 from pkpo.scoring import Scorer
@@ -98,8 +98,8 @@ class Run:
 
     ``load_policy`` and ``transform`` (``transforms.transform``'s signature) are the model
     loader and the reward transform; a test passes its own to see what reaches them.
-    ``config_changes`` (:attr:`RunFolder.changes`) are logged as a ``config_change`` event
-    at the step the run starts from.
+    ``config_changes`` (:attr:`pkpo.resume.RunFolder.changes`) are logged as a
+    ``config_change`` event at the step the run starts from.
     """
 
     def __init__(
@@ -352,93 +352,6 @@ def _wandb_run(cfg: DictConfig, run_dir: Path):
     )
 
 
-@dataclass
-class RunFolder:
-    """A run's folder, held by this process, and the config it trains with."""
-
-    cfg: DictConfig
-    path: Path
-    lock: rundir.FolderLock | None
-    """None on ranks other than the main one, which write nothing into the folder."""
-    changes: dict[str, list[Any]] = field(default_factory=dict)
-    """The keys whose change ``resume_allow`` let through: ``{key: [old, new]}``."""
-
-
-NOT_APPLIED_ON_RESUME = ("run_dir", "resume", "resume_allow", "dry_run")
-
-
-def with_overrides(saved: DictConfig, cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
-    """The config ``saved`` with each key the command line set (``overrides``, Hydra's
-    ``key=value`` strings; a config group counts as the key of its node) taken from the
-    composed ``cfg``: what ``resume=<folder> key=value`` asks to train with."""
-    wanted = saved.copy()
-    for override in overrides:
-        key = override.split("=", 1)[0].lstrip("+~")
-        if key.startswith("hydra.") or key in NOT_APPLIED_ON_RESUME:
-            continue
-        if key == "experiment":
-            raise config.ConfigError(
-                "resume: experiment= cannot be given with resume= (the run's config is the "
-                "config.yaml of its folder)"
-            )
-        value = OmegaConf.select(cfg, key)
-        if OmegaConf.is_config(value):
-            value = OmegaConf.to_container(value, resolve=True)
-        OmegaConf.update(wanted, key, value, merge=False, force_add=True)
-    return wanted
-
-
-def _save_config(cfg: DictConfig, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        OmegaConf.save(cfg, tmp)
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise rundir.WriteFailed(path, err) from err
-
-
-def resolve_run(cfg: DictConfig, overrides: Sequence[str] = ()) -> RunFolder:
-    """The folder of this run, locked (:func:`pkpo.rundir.hold`), and its config.
-
-    ``resume=<folder>`` takes the config from the folder, with the command line's
-    ``overrides`` applied; a ``run_dir`` that already holds a run (a requeued job, a rerun
-    sweep) keeps that run's config. Either way a difference on a training key is refused
-    unless ``resume_allow`` names it (:func:`pkpo.rundir.check_changes`); an allowed change
-    is written into ``config.yaml``. Checkpoint temp files of a killed writer are removed.
-    """
-    folder = Path(cfg.resume or cfg.run_dir).expanduser().resolve()
-    saved_path = folder / "config.yaml"
-    if cfg.resume and not saved_path.exists():
-        raise config.ConfigError(f"resume={cfg.resume}: no config.yaml in {folder}")
-    main = distributed.rendezvous_env(os.environ)["RANK"] == "0"
-    lock = rundir.hold(folder) if main else None
-    saved = OmegaConf.load(saved_path) if saved_path.exists() else None
-    if cfg.resume:
-        wanted = with_overrides(saved, cfg, overrides)
-    else:
-        wanted = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-        wanted.run_dir = str(folder)
-    if saved is None:
-        if main:
-            _save_config(wanted, saved_path)
-        return RunFolder(wanted, folder, lock)
-    changes = rundir.config_changes(saved, wanted)
-    rundir.check_changes(changes, cfg.get("resume_allow") or [], f"run folder {folder}")
-    if not cfg.resume:  # a requeue keeps the saved record (launch commit, logger) as it was
-        for key, (_, new) in changes.items():
-            OmegaConf.update(saved, key, new, merge=False, force_add=True)
-        wanted = saved
-    if main:
-        if changes or (cfg.resume and overrides):
-            _save_config(wanted, saved_path)
-        for stale in checkpoint.remove_temporaries(folder / "checkpoints"):
-            print(f"[pkpo] removed an unfinished checkpoint write: {stale}", flush=True)
-    if cfg.resume is None and (folder / "checkpoints" / checkpoint.LAST).exists():
-        log.info("run_dir %s has a checkpoint: resuming it", folder)
-    return RunFolder(wanted, folder, lock, changes)
-
-
 def dry_run(
     cfg: DictConfig, check_model: Callable[[DictConfig], None] = models.check_model
 ) -> None:
@@ -542,7 +455,7 @@ def main() -> None:
     resume = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("resume=")]
     if (
         resume
-        and resume[-1] not in ("", "null")
+        and (Path(resume[-1]).expanduser() / "config.yaml").is_file()
         and not any(a.startswith("hydra.run.dir=") for a in sys.argv[1:])
     ):  # Hydra's output goes to the resumed folder, not to a new, empty one named by defaults
         sys.argv += [f"hydra.run.dir={resume[-1]}", "hydra.output_subdir=null"]

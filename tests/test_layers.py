@@ -40,7 +40,7 @@ LAYERS: Layers = (
     ("engines", ("pkpo.samplers", "pkpo.trainers", "pkpo.rollouts")),
     ("config", ("pkpo.config",)),  # checks batch sizes where trainers.update does
     ("models", ("pkpo.pretrain", "pkpo.models")),  # models builds the testbed via pretrain
-    ("loop", ("pkpo.train",)),
+    ("loop", ("pkpo.resume", "pkpo.train")),
     ("applications", ("pkpo.analysis", "pkpo.toy", "pkpo.integrations")),
 )  # fmt: skip
 

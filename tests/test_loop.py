@@ -20,9 +20,10 @@ from omegaconf import OmegaConf
 
 from pkpo import config as C
 from pkpo.config import CONF_DIR
+from pkpo.resume import resolve_run
 from pkpo.scoring import Scorer
 from pkpo.tasks.base import Problem
-from pkpo.train import Run, resolve_run, run
+from pkpo.train import Run, run
 from pkpo.transforms import transform
 
 REPO = Path(__file__).resolve().parents[1]
