@@ -39,9 +39,11 @@ NOT_TRAINING = (
     "score_workers",
     "torch_threads",
     "protocol_commit",
+    "task.data_dir",
 )
 """Config keys (and the keys under them) that do not change what a run trains: where it
-writes, how it is resumed, how it logs, how many processes score, which commit launched it."""
+writes, how it is resumed, how it logs, how many processes score, which commit launched it,
+where this machine keeps the data sets (``$PKPO_DATA``)."""
 
 
 class RunFolderError(Exception):
