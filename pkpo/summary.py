@@ -52,7 +52,7 @@ def running_seconds(events: Sequence[dict[str, Any]]) -> float:
     """The wall time the run's attempts ran: each from its ``start`` to its last record, the
     time between a crash and the resume left out."""
     total, began, last = 0.0, None, None
-    for record in events:
+    for record in (r for r in events if isinstance(r.get("time"), int | float)):
         if record["event"] == "start":
             total += 0.0 if began is None else last - began
             began = record["time"]
