@@ -675,3 +675,20 @@ def test_runs_with_a_missing_or_unreadable_config_are_named_and_left_out(
     page = (out / "index.html").read_text(encoding="utf-8")
     assert f"run {names[lost]} ({lost}): unresolved interpolations in k_opt; left out" in page
     assert f"run {names[garbled]} ({garbled}): unreadable config.yaml (" in page
+
+
+def test_a_resume_that_changed_the_config_is_a_warning_naming_keys_and_step(
+    run_folders: Path, tmp_path: Path
+) -> None:
+    copy = copy_runs(run_folders, tmp_path)
+    events = event_logs(copy)[0]
+    change = {"event": "config_change", "time": 1.0, "step": 3, "changes": {"trainer.lr": [1, 2]}}
+    with events.open("a", encoding="utf-8") as log:
+        log.write(json.dumps(change) + "\n")
+    name = f"{copy.name}/{events.parent.relative_to(copy).as_posix()}"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runs = A.scan_runs([copy])
+    said = [str(w.message) for w in caught if issubclass(w.category, A.AnalysisWarning)]
+    assert said == [f"run {name}: a resume changed its config at step 3: trainer.lr 1 -> 2"]
+    assert name in {run.run for run in runs}  # still in the tables, with the warning
