@@ -224,3 +224,24 @@ def test_killed_runs_and_a_killed_launcher_leave_every_attempt_and_one_writer(
     assert cut_off and not [e for e in cut_off if e["event"] == "end"]
     assert events[-1]["event"] == "end" and events[-1]["status"] == "finished"
     assert events[-1]["step"] == 14
+
+
+@pytest.mark.slow
+def test_a_terminated_launcher_ends_its_runs_and_records_the_signal(tmp_path: Path) -> None:
+    out, run = tmp_path / "sweep", tmp_path / "sweep" / "k1_s0"
+    launch = [sys.executable, "-m", "experiments.repro_sweep", *SWEEP, "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = subprocess.Popen([*launch, "--", *SHORT], cwd=repro_sweep.REPO, env=env)
+    try:
+        _wait_for("a checkpoint", lambda: _checkpointed(run, 1))
+        trainer = _trainer_pid(run)
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert _gone(trainer)  # the launcher waited for its run's process group to end
+    assert rundir.holder(run) is None and rundir.holder(out) is None
+    entry = json.loads((out / "manifest.json").read_text())["k1_s0"]
+    assert entry["status"] == "failed"
+    assert [(a["exit"], a.get("signal")) for a in entry["attempts"]] == [(None, "SIGTERM")]
