@@ -1,4 +1,9 @@
-"""Atomic checkpoints: a crash at any moment leaves the previous checkpoint loadable."""
+"""Atomic checkpoints: a crash at any moment leaves the previous checkpoint loadable.
+
+A write that fails (a full disk) removes its temporary file and raises
+:class:`pkpo.rundir.WriteFailed`; temporaries left by a killed process are removed by
+:func:`remove_temporaries` when the next one starts.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from pkpo.rundir import WriteFailed
+
 LAST = "last.pt"
+TEMPORARY = f".{LAST}.tmp-"
+"""The prefix of a checkpoint being written (the writer's pid follows)."""
 
 
 def rng_state() -> dict[str, Any]:
@@ -35,23 +44,40 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save(directory: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` to ``directory/last.pt`` via a temp file, fsync and rename.
 
-    ``os.replace`` is atomic on POSIX, so readers see either the old or the new file.
+    ``os.replace`` is atomic on POSIX, so readers see either the old or the new file. On a
+    failed write the temp file is removed and :class:`WriteFailed` names it and the cause.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / LAST
-    tmp = directory / f".{LAST}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
+    tmp = directory / f"{TEMPORARY}{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except (OSError, RuntimeError) as err:  # torch wraps a failed write in a RuntimeError
+        tmp.unlink(missing_ok=True)
+        raise WriteFailed(tmp, err) from err
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)  # make the rename itself durable
     finally:
         os.close(dir_fd)
     return final
+
+
+def remove_temporaries(directory: str | Path) -> list[Path]:
+    """Delete the temp files of writes that never finished (a killed process); returns them.
+
+    Call it only while holding the run folder (:func:`pkpo.rundir.hold`): a live writer's
+    temp file would go too.
+    """
+    found = sorted(Path(directory).glob(f"{TEMPORARY}*"))
+    for path in found:
+        path.unlink(missing_ok=True)
+    return found
 
 
 def load(directory: str | Path) -> dict[str, Any] | None:

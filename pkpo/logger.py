@@ -3,8 +3,13 @@
 ``<run>/events.jsonl`` is the single source the analysis reads. Every line is one JSON
 object with ``event``, ``time`` (unix seconds) and, for step events, ``step``:
 
-* ``{"event": "start", "schema": 1, "run_dir": ..., "resumed_from_step": int | null}``
-  (the resolved config is in ``<run>/config.yaml``, written before this line);
+* ``{"event": "start", "schema": 1, "run_dir": ..., "resumed_from_step": int | null,
+  "config_sha256": str}`` (the resolved config is in ``<run>/config.yaml``, written before
+  this line; the hash is :func:`pkpo.rundir.config_hash` of it);
+* ``{"event": "config_change", "step": t, "changes": {key: [old, new], ...}}``: a resume
+  allowed to change these keys (``resume_allow``), in effect from step t on;
+* ``{"event": "torn_line", "bytes": int, "moved_to": str}``: on opening, the log's last line
+  had no newline (a crash mid-write of an older version) and was moved to the side file;
 * ``{"event": "train", "step": t, "k_opt": int, "transform": str,
   "pass@1": ..., "pass@2": ..., (k_eval in {1, 2, 4, 8, 12, 16}, those <= n),
   "cumulative_solve_rate": ..., "solved": int, "num_problems": int,
@@ -28,19 +33,27 @@ object with ``event``, ``time`` (unix seconds) and, for step events, ``step``:
 * ``{"event": "end", "step": t, "status": "finished" | "failed", "error": str | null}``.
 
 A resumed run appends to the same file; readers keep the last record of each (event,
-step) so that steps replayed after a crash are not double counted.
+step) so that steps replayed after a crash are not double counted. Each line is written by
+one ``write`` call, line and newline together; a write that fails (a full disk) is cut
+back off the file, so the log always ends in a whole line, and raises
+:class:`pkpo.rundir.WriteFailed`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
+import sys
 import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from pkpo.rundir import WriteFailed
 
 SCHEMA_VERSION = 1
 
@@ -54,20 +67,44 @@ def _jsonable(value: Any) -> Any:
 
 
 class EventLog:
-    """Append-only JSON-lines log; each line is flushed and fsynced as it is written."""
+    """Append-only JSON-lines log; each line is one write, fsynced as it is written.
+
+    Opening it first repairs a torn last line (:func:`repair_torn_line`) and logs a
+    ``torn_line`` event if there was one.
+    """
 
     def __init__(self, run_dir: str | Path, wandb_run: Any = None):
         self.path = Path(run_dir) / "events.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        try:
+            torn = repair_torn_line(self.path)
+        except OSError as err:
+            raise WriteFailed(torn_path(self.path), err) from err
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._wandb = wandb_run
+        if torn:
+            print(
+                f"[pkpo] {self.path}: torn last line ({torn} bytes) moved to "
+                f"{torn_path(self.path)}",
+                file=sys.stderr,
+                flush=True,
+            )
+            self.write("torn_line", bytes=torn, moved_to=str(torn_path(self.path)))
 
     def write(self, event: str, **fields: Any) -> dict[str, Any]:
         record = {"event": event, "time": time.time()}
         record.update({k: _jsonable(v) for k, v in fields.items()})
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        line = (json.dumps(record) + "\n").encode()
+        size = os.fstat(self._fd).st_size
+        try:
+            written = os.write(self._fd, line)
+            if written != len(line):  # a short write: the disk filled up mid-line
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            os.fsync(self._fd)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, size)  # cut the partial line back off
+            raise WriteFailed(self.path, err) from err
         if self._wandb is not None and event in ("train", "eval"):
             prefix = "train" if event == "train" else f"eval_{record.get('split', 'test')}"
             metrics = {
@@ -79,11 +116,40 @@ class EventLog:
         return record
 
     def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
         if self._wandb is not None:
             self._wandb.finish()
             self._wandb = None
+
+
+def torn_path(path: Path) -> Path:
+    """Where :func:`repair_torn_line` moves a torn last line of ``path``."""
+    return path.with_name(path.name + ".torn")
+
+
+def repair_torn_line(path: Path) -> int:
+    """Move a last line without its newline from ``path`` to ``<path>.torn`` (appended);
+    returns its length in bytes (0: the log ended in a whole line, or does not exist).
+
+    Left in place, the next line appended would fuse onto it and both would be lost.
+    """
+    if not path.exists():
+        return 0
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return 0
+    cut = data.rfind(b"\n") + 1  # 0 when the whole log is one torn line
+    torn = data[cut:]
+    with open(torn_path(path), "ab") as side:
+        side.write(torn + b"\n")
+        side.flush()
+        os.fsync(side.fileno())
+    with open(path, "rb+") as f:
+        f.truncate(cut)
+        os.fsync(f.fileno())
+    return len(torn)
 
 
 # ----------------------------------------------------------------------------- reading

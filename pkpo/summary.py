@@ -48,6 +48,18 @@ def _mean(records: Sequence[dict[str, Any]], key: str) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def running_seconds(events: Sequence[dict[str, Any]]) -> float:
+    """The wall time the run's attempts ran: each from its ``start`` to its last record, the
+    time between a crash and the resume left out."""
+    total, began, last = 0.0, None, None
+    for record in (r for r in events if isinstance(r.get("time"), int | float)):
+        if record["event"] == "start":
+            total += 0.0 if began is None else last - began
+            began = record["time"]
+        last = record["time"]
+    return total + (0.0 if began is None else last - began)
+
+
 def summarize(run_dir: str | Path) -> str:
     """Read ``<run_dir>/events.jsonl`` once, draw ``progress.png`` and return the summary."""
     run_dir = Path(run_dir)
@@ -90,9 +102,11 @@ def run_summary(events: Sequence[dict[str, Any]], run_dir: Path, figure: Path | 
             f"({end['solved']} of {end['num_problems']} training problems solved at least once)"
         )
     ends = [e for e in events if e["event"] == "end"]
-    if ends and events[0]["event"] == "start":
-        status = ends[-1]["status"]
-        lines.append(f"  {status} in {ends[-1]['time'] - events[0]['time']:.0f} s")
+    attempts = sum(e["event"] == "start" for e in events)
+    if ends and attempts:
+        took = f"{running_seconds(events):.0f} s"
+        took += f" over {attempts} attempts" if attempts > 1 else ""
+        lines.append(f"  {ends[-1]['status']} in {took}")
     lines.append(f"  run folder: {run_dir}")
     if figure is not None:
         lines.append(f"  figure: {figure}")

@@ -11,7 +11,10 @@ Per step t (the paper's recipe, §5.2):
 
 Every part is chosen by config (``conf/``): model, task, sampler, transform, schedule,
 trainer, logger. ``pkpo-train resume=<run folder>`` (or re-running with the same
-``run_dir``, as a Slurm requeue does) continues from the last checkpoint.
+``run_dir``, as a Slurm requeue does) continues from the last checkpoint, with the config
+the folder holds: one process writes to a run folder at a time, and a resume that would
+train differently is refused unless ``resume_allow`` names the keys it changes
+(:mod:`pkpo.resume`, :mod:`pkpo.rundir`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,15 +32,17 @@ from typing import Any
 import hydra
 import numpy as np
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from pkpo import checkpoint, config, metrics, models, plugins, transforms
+from pkpo import checkpoint, config, metrics, models, plugins, rundir, transforms
 from pkpo.config import CONF_DIR
 from pkpo.logger import SCHEMA_VERSION, EventLog
 from pkpo.prompts import encode_prompts
+from pkpo.resume import resolve_run
 from pkpo.rollouts import ScoredRollout, sample_and_score
 from pkpo.samplers import sampling_params
 from pkpo.scoring import Scorer
@@ -93,6 +98,8 @@ class Run:
 
     ``load_policy`` and ``transform`` (``transforms.transform``'s signature) are the model
     loader and the reward transform; a test passes its own to see what reaches them.
+    ``config_changes`` (:attr:`pkpo.resume.RunFolder.changes`) are logged as a
+    ``config_change`` event at the step the run starts from.
     """
 
     def __init__(
@@ -102,8 +109,10 @@ class Run:
         *,
         load_policy: PolicyLoader = models.load_policy,
         transform: Callable[..., torch.Tensor] = transforms.transform,
+        config_changes: dict[str, list[Any]] | None = None,
     ):
         self.cfg = cfg
+        self.config_changes = config_changes or {}
         self.run_dir = run_dir
         self.task = instantiate(cfg.task)
         self.train_set = self.task.load(cfg.task.train_split)
@@ -274,7 +283,10 @@ class Run:
             schema=SCHEMA_VERSION,
             run_dir=str(self.run_dir),
             resumed_from_step=self.step if resumed else None,
+            config_sha256=rundir.config_hash(cfg),
         )
+        if self.config_changes:
+            self.log("config_change", step=self.step, changes=self.config_changes)
         if not resumed and cfg.eval.at_start:
             self.evaluate()
         bar = tqdm(
@@ -305,7 +317,11 @@ class Run:
                 )
             self.log("end", step=self.step, status="finished", error=None)
         except BaseException as e:
-            self.log("end", step=self.step, status="failed", error=repr(e)[:1000])
+            error = str(e) if isinstance(e, rundir.WriteFailed) else repr(e)
+            try:
+                self.log("end", step=self.step, status="failed", error=error[:1000])
+            except rundir.WriteFailed:
+                pass  # the log itself cannot be written: the error line says why
             raise
         finally:
             bar.close()
@@ -336,27 +352,6 @@ def _wandb_run(cfg: DictConfig, run_dir: Path):
     )
 
 
-def resolve_run(cfg: DictConfig) -> tuple[DictConfig, Path]:
-    """The config and folder of this run; ``resume=<folder>`` takes both from the folder."""
-    if cfg.resume:
-        run_dir = Path(cfg.resume).expanduser().resolve()
-        saved = run_dir / "config.yaml"
-        if not saved.exists():
-            raise config.ConfigError(f"resume={cfg.resume}: no config.yaml in {run_dir}")
-        return OmegaConf.load(saved), run_dir
-    run_dir = Path(cfg.run_dir).expanduser().resolve()
-    saved = run_dir / "config.yaml"
-    if saved.exists() and (run_dir / "checkpoints" / checkpoint.LAST).exists():
-        # A requeued job (same run_dir) continues with the config it started with.
-        log.info("run_dir %s has a checkpoint: resuming it", run_dir)
-        return OmegaConf.load(saved), run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    resolved.run_dir = str(run_dir)
-    OmegaConf.save(resolved, saved)
-    return resolved, run_dir
-
-
 def dry_run(
     cfg: DictConfig, check_model: Callable[[DictConfig], None] = models.check_model
 ) -> None:
@@ -378,31 +373,39 @@ def dry_run(
 
 def run(
     cfg: DictConfig,
+    overrides: Sequence[str] = (),
     *,
     check_model: Callable[[DictConfig], None] = models.check_model,
     load_policy: PolicyLoader = models.load_policy,
 ) -> Path | None:
     """Validate, build and train; returns the run folder (None for a dry run).
 
-    ``check_model`` and ``load_policy`` are the model's start-up check and loader (as in
-    ``Run``: a test passes its own to see whether they are reached).
+    ``overrides`` are the command line's ``key=value`` strings (what a ``resume=`` may
+    change, :func:`resolve_run`). ``check_model`` and ``load_policy`` are the model's
+    start-up check and loader (as in ``Run``: a test passes its own to see whether they are
+    reached).
     """
     config.validate(cfg)
     if cfg.dry_run:
         dry_run(cfg, check_model)
         return None
-    cfg, run_dir = resolve_run(cfg)
-    config.validate(cfg)  # a resumed run's config comes from its folder
-    check_model(cfg.model)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)  # noqa: NPY002 - for libraries that use the global RNG
-    torch.manual_seed(cfg.seed)
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
-    torch.set_float32_matmul_precision(cfg.matmul_precision)
-    print(f"[pkpo] run folder: {run_dir}", flush=True)
-    loop = Run(cfg, run_dir, load_policy=load_policy)
-    loop.train()
+    folder = resolve_run(cfg, overrides)
+    try:
+        cfg, run_dir = folder.cfg, folder.path
+        config.validate(cfg)  # a resumed run's config comes from its folder
+        check_model(cfg.model)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)  # noqa: NPY002 - for libraries that use the global RNG
+        torch.manual_seed(cfg.seed)
+        if cfg.torch_threads:
+            torch.set_num_threads(cfg.torch_threads)
+        torch.set_float32_matmul_precision(cfg.matmul_precision)
+        print(f"[pkpo] run folder: {run_dir}", flush=True)
+        loop = Run(cfg, run_dir, load_policy=load_policy, config_changes=folder.changes)
+        loop.train()
+    finally:
+        if folder.lock is not None:
+            folder.lock.release()
     if loop.trainer.is_main:  # the closing summary: what the run did, and its figure
         from pkpo import summary  # pandas, scipy, matplotlib: loaded only here
 
@@ -413,7 +416,7 @@ def run(
 def user_error(err: Exception) -> str | None:
     """The one line a bad config or an unloadable model gets (None: not a user error).
     Hydra wraps a constructor's ``ValueError`` / ``TypeError``: its key and cause are kept."""
-    if isinstance(err, config.ConfigError | models.ModelLoadError):
+    if isinstance(err, config.ConfigError | models.ModelLoadError | rundir.RunFolderError):
         return str(err)
     if isinstance(err, InstantiationException):
         cause = err.__cause__
@@ -426,28 +429,36 @@ def user_error(err: Exception) -> str | None:
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
     """Hydra's command line; a user error (``user_error``) gets one line on stderr and exit
-    status 2."""
+    status 2, a failed write into the run folder (a full disk) one line and exit status 1."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        run(cfg)
+        run(cfg, HydraConfig.get().overrides.task)
     except Exception as err:
         line = user_error(err)
         if line is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"pkpo-train: error: {' '.join(line.split())}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        sys.exit(1 if isinstance(err, rundir.WriteFailed) else 2)
 
 
 def main() -> None:
     """``pkpo-train``: imports the ``PKPO_PLUGINS`` modules first (:mod:`pkpo.plugins`), so
     that the transforms they register are options of the ``transform`` group, checks that
-    each ``group=option`` exists (one line if not), then runs Hydra's command line."""
+    each ``group=option`` exists (one line if not), then runs Hydra's command line (with
+    ``resume=<folder>``, in that folder)."""
     try:
         plugins.load()
         config.check_group_choices(sys.argv[1:])
     except (plugins.PluginError, config.ConfigError) as err:
         print(f"pkpo-train: error: {err}", file=sys.stderr, flush=True)
         sys.exit(2)
+    resume = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("resume=")]
+    if (
+        resume
+        and (Path(resume[-1]).expanduser() / "config.yaml").is_file()
+        and not any(a.startswith("hydra.run.dir=") for a in sys.argv[1:])
+    ):  # Hydra's output goes to the resumed folder, not to a new, empty one named by defaults
+        sys.argv += [f"hydra.run.dir={resume[-1]}", "hydra.output_subdir=null"]
     _hydra_main()
 
 

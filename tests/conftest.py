@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,3 +53,30 @@ def pytest_runtest_teardown(item):
     for path in Path(folder).rglob("*"):
         if path.is_file() and not path.is_symlink() and path.stat().st_size > LARGE_FILE_BYTES:
             path.unlink()
+
+
+@pytest.fixture
+def hold_elsewhere():
+    """``hold_elsewhere(folder)``: another process takes ``folder``'s lock
+    (:func:`pkpo.rundir.hold`) and keeps it until killed; returns that process (killed at
+    teardown if still alive). SIGKILL it to see the kernel drop the lock."""
+    procs: list[subprocess.Popen] = []
+    code = (
+        "import sys, time; from pkpo import rundir; rundir.hold(sys.argv[1]); "
+        "print('held', flush=True); time.sleep(600)"
+    )
+
+    def hold(folder: Path) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True
+        )
+        procs.append(proc)
+        assert proc.stdout.readline().strip() == "held"
+        return proc
+
+    yield hold
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        proc.stdout.close()

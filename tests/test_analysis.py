@@ -651,3 +651,44 @@ def test_report_renders_the_toy_transform_tables(report: Path, toy_outputs: Path
     theta_table = (report / "tables" / "toy_train_estimators.md").read_text(encoding="utf-8")
     for r in trained.itertuples():
         assert f"{r.theta_mean:.4f} ± {r.theta_sd:.4f}" in theta_table, r
+
+
+@pytest.mark.slow
+def test_runs_with_a_missing_or_unreadable_config_are_named_and_left_out(
+    run_folders: Path, tmp_path: Path
+) -> None:
+    copy = copy_runs(run_folders, tmp_path)
+    lost, garbled = (path.parent for path in event_logs(copy)[:2])
+    # Hydra's own copy is left: unresolved, as Hydra writes it before the run resolves it
+    raw = yaml.safe_load((lost / "config.yaml").read_text())
+    raw["schedule"]["k_opt"] = "${oc.select:transform.fixed_k,4}"
+    (lost / ".hydra").mkdir(exist_ok=True)
+    (lost / ".hydra" / "config.yaml").write_text(yaml.safe_dump(raw))
+    (lost / "config.yaml").unlink()
+    (garbled / "config.yaml").write_text("seed: [0\n")
+    names = {path: f"{copy.name}/{path.relative_to(copy).as_posix()}" for path in (lost, garbled)}
+
+    out = tmp_path / "out"
+    assert analyze.main([str(copy), "--out", str(out), "--notebooks", "tables"]) == 0
+    inventory = pd.read_csv(out / "inventory.csv")
+    assert set(inventory["run"]) & set(names.values()) == set()
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert f"run {names[lost]} ({lost}): unresolved interpolations in k_opt; left out" in page
+    assert f"run {names[garbled]} ({garbled}): unreadable config.yaml (" in page
+
+
+def test_a_resume_that_changed_the_config_is_a_warning_naming_keys_and_step(
+    run_folders: Path, tmp_path: Path
+) -> None:
+    copy = copy_runs(run_folders, tmp_path)
+    events = event_logs(copy)[0]
+    change = {"event": "config_change", "time": 1.0, "step": 3, "changes": {"trainer.lr": [1, 2]}}
+    with events.open("a", encoding="utf-8") as log:
+        log.write(json.dumps(change) + "\n")
+    name = f"{copy.name}/{events.parent.relative_to(copy).as_posix()}"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runs = A.scan_runs([copy])
+    said = [str(w.message) for w in caught if issubclass(w.category, A.AnalysisWarning)]
+    assert said == [f"run {name}: a resume changed its config at step 3: trainer.lr 1 -> 2"]
+    assert name in {run.run for run in runs}  # still in the tables, with the warning

@@ -49,8 +49,9 @@ def _run(override: str, dry: bool, out: Path) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 @pytest.mark.parametrize("dry", [True, False], ids=["dry_run", "run"])
 def test_each_bad_config_gets_one_line_and_a_non_zero_exit(dry, tmp_path):
-    with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda case: _run(case[0], dry, tmp_path / "run"), BAD))
+    with ThreadPoolExecutor(2) as pool:  # a folder each: a run folder holds one config
+        folders = [tmp_path / f"run{i}" for i in range(len(BAD))]
+        results = list(pool.map(lambda case, out: _run(case[0], dry, out), BAD, folders))
     for (override, key), done in zip(BAD, results, strict=True):
         lines = [line for line in done.stderr.splitlines() if line.startswith("pkpo-train: error:")]
         assert done.returncode == 2, (override, done.returncode, done.stderr[-2000:])

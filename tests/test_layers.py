@@ -33,14 +33,14 @@ LAYERS: Layers = (
     ("foundations", (
         "pkpo", "pkpo.estimators", "pkpo.transforms", "pkpo.schedules", "pkpo.arms",
         "pkpo.metrics", "pkpo.ppo", "pkpo.prompts", "pkpo.cache", "pkpo.checkpoint",
-        "pkpo.distributed", "pkpo.logger", "pkpo.summary", "pkpo.plugins",
+        "pkpo.distributed", "pkpo.logger", "pkpo.summary", "pkpo.plugins", "pkpo.rundir",
     )),
     ("checkers", ("pkpo.verifiers", "pkpo.sandbox")),
     ("tasks", ("pkpo.tasks", "pkpo.scoring")),
     ("engines", ("pkpo.samplers", "pkpo.trainers", "pkpo.rollouts")),
     ("config", ("pkpo.config",)),  # checks batch sizes where trainers.update does
     ("models", ("pkpo.pretrain", "pkpo.models")),  # models builds the testbed via pretrain
-    ("loop", ("pkpo.train",)),
+    ("loop", ("pkpo.resume", "pkpo.train")),
     ("applications", ("pkpo.analysis", "pkpo.toy", "pkpo.integrations")),
 )  # fmt: skip
 

@@ -20,9 +20,10 @@ from omegaconf import OmegaConf
 
 from pkpo import config as C
 from pkpo.config import CONF_DIR
+from pkpo.resume import resolve_run
 from pkpo.scoring import Scorer
 from pkpo.tasks.base import Problem
-from pkpo.train import Run, resolve_run, run
+from pkpo.train import Run, run
 from pkpo.transforms import transform
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,7 +136,8 @@ def test_scorer_turns_failures_into_zero(workers):
 def _run_and_capture(cfg, **parts):
     """Run the loop (``parts``: ``Run``'s own), recording each training rollout and what
     reached the trainer."""
-    cfg, run_dir = resolve_run(cfg)
+    folder = resolve_run(cfg)
+    cfg, run_dir = folder.cfg, folder.path
     loop = Run(cfg, run_dir, **parts)
     seen = {"rollouts": [], "updates": []}
     rollout, update = loop.rollout, loop.trainer.update

@@ -1,9 +1,16 @@
 """The reproduction launcher: each arm's overrides compose into the run the analysis labels
-as that arm, and a bad arm is refused before anything runs."""
+as that arm, a bad arm is refused before anything runs, one launcher holds a sweep folder,
+no run outlives its launcher and the manifest keeps every attempt."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +19,7 @@ from omegaconf import OmegaConf
 
 from experiments import repro_sweep
 from pkpo import analysis as A
+from pkpo import rundir
 from pkpo.arms import sweep_arm
 from pkpo.config import CONF_DIR
 
@@ -98,3 +106,142 @@ def test_the_run_length_of_a_preset_built_on_another_is_its_parent_s() -> None:
     assert "steps" not in OmegaConf.load(Path(CONF_DIR) / "experiment" / "tiny_arith_hard.yaml")
     assert repro_sweep.preset_steps("tiny_arith_hard", []) == parent == 150
     assert repro_sweep.preset_steps("tiny_arith_hard", ["steps=40"]) == 40
+
+
+# ----------------------------------------------------------------------------- one launcher
+
+SWEEP = ["--preset", "tiny_arith_noisy", "--arms", "k1", "--seeds", "0"]
+SHORT = [
+    "steps=14",
+    "save_every=2",
+    "prompts_per_step=4",
+    "n=4",
+    "eval.problems=2",
+    "eval.n=2",
+    "score_workers=0",
+    "torch_threads=1",
+    "logger.wandb.mode=disabled",
+]
+
+
+def test_a_second_launcher_on_one_sweep_folder_stops_at_once(
+    tmp_path: Path, hold_elsewhere, capsys
+) -> None:
+    out = tmp_path / "sweep"
+    holder = hold_elsewhere(out)
+    assert repro_sweep.main([*SWEEP, "--out", str(out), "--", *SHORT]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"repro_sweep: error: sweep folder {out} is held by pid {holder.pid} on host "
+        f"{socket.gethostname()}: another process is writing to it; wait for it to end or stop it"
+    )
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]  # no manifest, no run
+
+
+def _wait_for(what: str, check, timeout_s: float = 300.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _checkpointed(run: Path, attempt: int) -> bool:
+    """Whether the ``attempt``-th start of the run's log is followed by a checkpoint."""
+    if not (run / "events.jsonl").exists():
+        return False
+    lines = (run / "events.jsonl").read_text().splitlines()
+    events = [json.loads(line) for line in lines if line.endswith("}")]
+    starts = [i for i, e in enumerate(events) if e["event"] == "start"]
+    return len(starts) == attempt and any(e["event"] == "checkpoint" for e in events[starts[-1] :])
+
+
+def _trainer_pid(run: Path) -> int:
+    holder = rundir.holder(run)
+    return int(holder.split()[1]) if holder else 0
+
+
+def _gone(pid: int) -> bool:
+    """Exited (a zombie not yet reaped by a container's init counts as exited)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.slow
+def test_killed_runs_and_a_killed_launcher_leave_every_attempt_and_one_writer(
+    tmp_path: Path,
+) -> None:
+    out, run = tmp_path / "sweep", tmp_path / "sweep" / "k1_s0"
+    launch = [sys.executable, "-m", "experiments.repro_sweep", *SWEEP, "--out", str(out)]
+    launch += ["--retries", "1", "--", *SHORT]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = subprocess.Popen(launch, cwd=repro_sweep.REPO, env=env)
+    try:
+        # attempt 1: the run is killed; the launcher resumes it (attempt 2)
+        _wait_for("a checkpoint", lambda: _checkpointed(run, 1))
+        first = _trainer_pid(run)
+        os.kill(first, signal.SIGKILL)
+        # attempt 2: the launcher is killed, its run must not outlive it
+        second = _wait_for("the resumed run", lambda: (p := _trainer_pid(run)) != first and p)
+        _wait_for("a checkpoint of the resumed run", lambda: _checkpointed(run, 2))
+        launcher.send_signal(signal.SIGKILL)
+        launcher.wait(timeout=30)
+        _wait_for("the orphan's end", lambda: _gone(second), timeout_s=30)
+        assert rundir.holder(run) is None and rundir.holder(out) is None
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    # a new launch resumes the run (attempt 3) and finishes it
+    rerun = subprocess.run(launch, cwd=repro_sweep.REPO, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "1/1 runs finished" in rerun.stdout
+
+    entry = json.loads((out / "manifest.json").read_text())["k1_s0"]
+    assert entry["status"] == "done"
+    attempts = entry["attempts"]
+    assert [(a["exit"], a.get("signal")) for a in attempts] == [
+        (None, "SIGKILL"),  # the run, killed
+        (None, None),  # cut off with its launcher: started, never ended
+        (0, None),
+    ]
+    assert 2 <= attempts[0]["steps"] < 14 and attempts[2]["steps"] == 14
+    assert "steps" not in attempts[1]  # its launcher died first: nobody saw it end
+    assert all(a["started"].endswith("+00:00") for a in attempts)
+
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    starts = [i for i, e in enumerate(events) if e["event"] == "start"]
+    assert len(starts) == 3
+    for begin, end in zip(starts, [*starts[1:], len(events)], strict=True):
+        # one writer per attempt: its train steps run up one by one from where it resumed
+        steps = [e["step"] for e in events[begin:end] if e["event"] == "train"]
+        resumed = events[begin]["resumed_from_step"] or 0
+        assert steps == list(range(resumed, resumed + len(steps)))
+    cut_off = events[starts[1] : starts[2]]  # killed with its launcher: it wrote no end
+    assert cut_off and not [e for e in cut_off if e["event"] == "end"]
+    assert events[-1]["event"] == "end" and events[-1]["status"] == "finished"
+    assert events[-1]["step"] == 14
+
+
+@pytest.mark.slow
+def test_a_terminated_launcher_ends_its_runs_and_records_the_signal(tmp_path: Path) -> None:
+    out, run = tmp_path / "sweep", tmp_path / "sweep" / "k1_s0"
+    launch = [sys.executable, "-m", "experiments.repro_sweep", *SWEEP, "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = subprocess.Popen([*launch, "--", *SHORT], cwd=repro_sweep.REPO, env=env)
+    try:
+        _wait_for("a checkpoint", lambda: _checkpointed(run, 1))
+        trainer = _trainer_pid(run)
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert _gone(trainer)  # the launcher waited for its run's process group to end
+    assert rundir.holder(run) is None and rundir.holder(out) is None
+    entry = json.loads((out / "manifest.json").read_text())["k1_s0"]
+    assert entry["status"] == "failed"
+    assert [(a["exit"], a.get("signal")) for a in entry["attempts"]] == [(None, "SIGTERM")]

@@ -86,7 +86,8 @@ def _lookup(tree: Any, dotted: str) -> Any:
 
 
 def parse_config(raw: dict[str, Any], where: str, first_train: dict[str, Any] | None = None):
-    """A :class:`RunConfig` from a resolved config; missing keys warn and take defaults.
+    """A :class:`RunConfig` from a resolved config; missing keys warn and take defaults,
+    interpolations left unresolved (Hydra's own copy of a config) raise :class:`BadConfig`.
 
     An older config without a schedule or entropy term ran the constant schedule with no
     entropy bonus; a missing transform, or the k_opt of a constant schedule, is taken from
@@ -116,6 +117,9 @@ def parse_config(raw: dict[str, Any], where: str, first_train: dict[str, Any] | 
     optional = {"k_start", "k_end", "switch_step"}
     if found["schedule"] not in (None, "constant"):
         optional.add("k_opt")  # an annealed run has no one k_opt
+    unresolved = [k for k, v in found.items() if isinstance(v, str) and "${" in v]
+    if unresolved:
+        raise BadConfig(f"unresolved interpolations in {', '.join(unresolved)}")
     missing = [key for key, value in found.items() if value is None and key not in optional]
     if missing:
         filled = {key: fallbacks[key] for key in missing if fallbacks.get(key) is not None}
@@ -132,17 +136,24 @@ def parse_config(raw: dict[str, Any], where: str, first_train: dict[str, Any] | 
     return RunConfig(**found)
 
 
+class BadConfig(ValueError):
+    """A run's config is missing, unreadable or unresolved: its arm cannot be known."""
+
+
 def _read_config(run_dir: Path) -> dict[str, Any]:
+    """``config.yaml`` (resolved by the loop), else Hydra's ``.hydra/config.yaml`` (older
+    runs); :class:`BadConfig` if neither can be read."""
     for candidate in (run_dir / "config.yaml", run_dir / ".hydra" / "config.yaml"):
         if candidate.is_file():
             try:
                 loaded = yaml.safe_load(candidate.read_text(encoding="utf-8"))
-            except yaml.YAMLError as err:
-                warn(f"{candidate}: unreadable config ({err}); arm unknown")
-                return {}
-            return loaded if isinstance(loaded, dict) else {}
-    warn(f"{run_dir}: no config.yaml; arm unknown")
-    return {}
+            except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+                cause = " ".join(str(err).split())
+                raise BadConfig(f"unreadable {candidate.name} ({cause})") from err
+            if not isinstance(loaded, dict):
+                raise BadConfig(f"{candidate.name} is not a mapping")
+            return loaded
+    raise BadConfig("no config.yaml")
 
 
 @dataclass
@@ -212,7 +223,9 @@ def scan_runs(
     """Every run folder (a folder with ``events.jsonl``) found recursively under ``paths``.
 
     Runs are named by their path below the given folder (prefixed by its name), so a
-    run's name is stable across machines.
+    run's name is stable across machines. A run whose config is missing, unreadable or
+    unresolved is left out with a warning naming it; a resume that changed the config
+    (``config_change`` events, :mod:`pkpo.logger`) is reported as a warning.
     """
     now = time.time() if now is None else now
     runs: list[RunLog] = []
@@ -225,11 +238,20 @@ def scan_runs(
                 continue
             seen.add(resolved)
             events = run_dir / "events.jsonl"
+            name = (Path(root.absolute().name) / run_dir.relative_to(root)).as_posix()
             records = read_events(events)
             first_train = next((r for r in records if r["event"] == "train"), None)
-            config = parse_config(_read_config(run_dir), str(run_dir), first_train)
+            try:
+                config = parse_config(_read_config(run_dir), str(run_dir), first_train)
+            except ValueError as err:  # BadConfig, or a value of the wrong type
+                warn(f"run {name} ({run_dir}): {err}; left out of the tables")
+                continue
+            for change in (r for r in records if r["event"] == "config_change"):
+                changed = ", ".join(
+                    f"{k} {a!r} -> {b!r}" for k, (a, b) in change["changes"].items()
+                )
+                warn(f"run {name}: a resume changed its config at step {change['step']}: {changed}")
             status, detail = run_status(records, events.stat().st_mtime, stale_after_s, now)
-            name = (Path(root.absolute().name) / run_dir.relative_to(root)).as_posix()
             while name in names:  # two given folders with the same name and layout
                 name += "'"
             names.add(name)
