@@ -55,6 +55,8 @@ for protocol in protocols:
         grid = A.stated_grid(stated)
         tidy = A.stated_tidy(stated)
         display(Markdown(report.table(key, grid, tidy=tidy, lead=True)))
+    if not protocol.families["primary"]:
+        continue  # a protocol of claims as stated only
     study = A.confirmatory_table(df, protocol)
     grid = A.confirmatory_grid(study)
     tidy = A.confirmatory_tidy(study)

@@ -43,9 +43,10 @@ def tables() -> dict[str, str]:
     """File name -> Markdown of every generated table."""
     out = {}
     for protocol in A.find_protocols([RESULTS]):
-        table = A.confirmatory_table(runs(protocol.folder), protocol)
-        out[f"{table.key}.md"] = A.to_markdown(A.confirmatory_grid(table))
-        out[f"{table.key}_headline.md"] = A.to_markdown(A.headline_grid(table))
+        if protocol.families["primary"]:
+            table = A.confirmatory_table(runs(protocol.folder), protocol)
+            out[f"{table.key}.md"] = A.to_markdown(A.confirmatory_grid(table))
+            out[f"{table.key}_headline.md"] = A.to_markdown(A.headline_grid(table))
         for key, stated in A.stated_tables(runs(protocol.folder), protocol):
             out[f"{key}.md"] = A.to_markdown(A.stated_grid(stated))
             out[f"{key}_headline.md"] = A.to_markdown(A.stated_headline_grid(stated))
@@ -68,8 +69,8 @@ def tables() -> dict[str, str]:
             f"**Claim 7** (pass@k optimisation unblocks the hard split): **{stall.verdict}** "
             f"({met} of {len(stall.rows)} candidate splits met the base criterion"
             f"{none_stalled} under k_opt = 1).\n"
-            if stall.chosen is None
-            else f"**Claim 7**: {stall.verdict}.\n"
+            if stall.chosen is None and stall.verdict != A.NOT_RUN
+            else f"**Claim 7** ({criterion.name}): {stall.verdict}.\n"
         )
     return out
 
@@ -92,10 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     for protocol in A.find_protocols([RESULTS]):
         title = f"Confirmatory study {protocol.name}: held-out progress per arm"
         study = runs(protocol.folder)
-        fig = A.fig_held_out_progress(study, list(protocol.labels.values()), title)
-        fig.savefig(args.out / f"confirmatory_{protocol.name}.png", dpi=110)
-        headline = (args.out / f"confirmatory_{protocol.name}_headline.md").read_text()
-        readme = readme_with(f"headline_{protocol.name}", headline, readme)
+        if not A.runs_under(study, protocol.folder).empty:
+            fig = A.fig_held_out_progress(study, list(protocol.labels.values()), title)
+            fig.savefig(args.out / f"confirmatory_{protocol.name}.png", dpi=110)
+        if protocol.families["primary"]:
+            headline = (args.out / f"confirmatory_{protocol.name}_headline.md").read_text()
+            readme = readme_with(f"headline_{protocol.name}", headline, readme)
         for key, _ in A.stated_tables(study, protocol):
             readme = readme_with(key, (args.out / f"{key}_headline.md").read_text(), readme)
     for criterion in A.find_searches([RESULTS]):

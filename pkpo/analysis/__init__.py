@@ -99,6 +99,7 @@ from .runs import (
 )
 from .stall import (
     NO_REGIME,
+    NOT_RUN,
     UNDECIDED,
     StallCriterion,
     StallTable,
@@ -164,6 +165,7 @@ __all__ = [
     "ConfirmatoryTable",
     "Grid",
     "NO_REGIME",
+    "NOT_RUN",
     "UNDECIDED",
     "NoDataError",
     "PaperTable",

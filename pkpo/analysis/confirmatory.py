@@ -108,6 +108,8 @@ class Protocol:
         path = Path(path)
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         where = f"{path}:"
+        if not isinstance(raw, dict):
+            raise ValueError(f"{where} expected a mapping of protocol keys")
         for key in ("name", "preset", "arms", "seeds", "steps", "final_step", "alpha", "margins"):
             if key not in raw:
                 raise ValueError(f"{where} missing key {key!r}")

@@ -37,6 +37,7 @@ CRITERION_FILE = "criterion.yaml"
 SEARCH_FILE = "search.json"
 NO_REGIME = "no stalling regime found at this scale"
 UNDECIDED = "undecided: the k_opt = 1 gain's interval straddles the stall threshold"
+NOT_RUN = "not run yet"
 DECISIONS = ("mean", "three_way")
 
 
@@ -170,6 +171,8 @@ class StallTable:
     def verdict(self) -> str:
         if self.chosen:
             return f"split {self.chosen} stands in for the hard task"
+        if (self.rows["status"] == "not evaluated").all():
+            return NOT_RUN
         undecided = "three_way" in self.rows and (self.rows["three_way"] == "undecided").any()
         return UNDECIDED if self.criterion.decision == "three_way" and undecided else NO_REGIME
 
