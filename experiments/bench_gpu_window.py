@@ -10,7 +10,8 @@ other, and also times the scoring pool's start, fresh and reused:
 
 Columns: median seconds per train step and per phase over the steps after the first; the
 first step apart (it compiles the sampler when compilation is on); sampled tokens per second;
-the run's wall time from the launcher's manifest, or from this script's clock.
+peak memory (GPU memory on a GPU, else resident; what ``footprint_gib`` estimates); the run's
+wall time from the launcher's manifest, or from this script's clock.
 """
 
 from __future__ import annotations
@@ -49,12 +50,15 @@ def run_row(run_dir: Path, wall_s: float | None) -> dict[str, float]:
     row["first step"] = train[0]["time/step"]
     row["tok/s"] = statistics.median(e["tokens_per_s"] for e in later)
     row["steps"] = len(train)
+    # the run's high-water mark: GPU memory on a GPU, else resident memory
+    peak = "gpu_peak_gib" if "gpu_peak_gib" in train[-1] else "peak_rss_gib"
+    row["peak GiB"] = max(e.get(peak, float("nan")) for e in train)
     row["wall"] = wall_s if wall_s is not None else float("nan")
     return row
 
 
 def table(rows: dict[str, dict[str, float]]) -> str:
-    cols = ["step", *PHASES, "first step", "tok/s", "steps", "wall"]
+    cols = ["step", *PHASES, "first step", "tok/s", "peak GiB", "steps", "wall"]
     lines = [
         "| configuration | " + " | ".join(cols) + " |",
         "|---" + "|---:" * len(cols) + "|",

@@ -20,7 +20,7 @@ REHEARSAL = REPO / "experiments" / "gpu_rehearsal" / "protocol.yaml"
 def _train(step: int, seconds: float, sample: float) -> dict:
     times = {"time/step": seconds, "time/sample": sample, "time/score": 0.01}
     return {"event": "train", "step": step, "tokens_per_s": 100.0 * (step + 1), **times,
-            "time/update": seconds - sample - 0.01}  # fmt: skip
+            "time/update": seconds - sample - 0.01, "peak_rss_gib": 1.0 + step % 3}  # fmt: skip
 
 
 def test_timing_row_is_the_median_after_the_first_step(tmp_path: Path) -> None:
@@ -32,7 +32,9 @@ def test_timing_row_is_the_median_after_the_first_step(tmp_path: Path) -> None:
     assert row["step"] == 3.0 and row["sample"] == 1.5  # medians of (2, 4, 3) and (1, 1.5, 2)
     assert row["update"] == pytest.approx(0.99)  # median of 0.99, 2.49, 0.99
     assert row["tok/s"] == 300.0 and row["steps"] == 4 and row["wall"] == 50.0
-    assert "| run | 3.00 | 1.50 | 0.01 | 0.99 | 30.00 | 300 | 4 | 50.00 |" in table({"run": row})
+    assert row["peak GiB"] == 3.0  # the highest of 1, 2, 3, 1
+    want = "| run | 3.00 | 1.50 | 0.01 | 0.99 | 30.00 | 300 | 3.00 | 4 | 50.00 |"
+    assert want in table({"run": row})
 
 
 def _script(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
