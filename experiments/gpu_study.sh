@@ -115,7 +115,7 @@ if [[ -n "${GGUF_PARTS:-}" ]]; then
         "$PYTHON" -c 'import sys; from pathlib import Path; from pkpo.models import convert_gguf
 convert_gguf(Path(sys.argv[1]), Path(sys.argv[2]))' "$PKPO_CACHE/gguf/model.gguf" "$model_dir"
     fi
-    EXTRA+=(model.source=local "model.path=$model_dir")
+    EXTRA+=(model.source=local "++model.path=$model_dir")
     phase_done model "$t"
 fi
 

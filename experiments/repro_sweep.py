@@ -37,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
 from omegaconf import DictConfig
 from tqdm import tqdm
 
@@ -64,9 +65,9 @@ def side_by_side(parallel: str, preset: str, extra: list[str]) -> int:
     """``--parallel``: a number, or ``auto``: as many runs as this device holds
     (``pkpo.placement``, from the preset's ``footprint_gib`` and ``torch_threads``)."""
     number = placement.parse_parallel(parallel)
+    cfg = preset_config(preset, extra)
     if number != "auto":
         return number
-    cfg = preset_config(preset, extra)
     device = placement.this_device()
     number = placement.runs_per_device(device, cfg.footprint_gib, cfg.torch_threads)
     print(
@@ -160,10 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--out (or --protocol) is required")
     if not (REPO / "conf" / "experiment" / f"{args.preset}.yaml").is_file():
         parser.error(f"no preset conf/experiment/{args.preset}.yaml")
-    try:
+    try:  # composes the preset with the overrides: a bad override is caught here
         args.parallel = side_by_side(args.parallel, args.preset, args.extra)
-    except ValueError as err:
-        parser.error(str(err))
+    except (ValueError, HydraException) as err:
+        parser.error(" ".join(str(err).split()))
     for arm in args.arms:
         try:
             sweep_arm(arm, 2)

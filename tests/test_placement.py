@@ -69,3 +69,13 @@ def test_two_runs_side_by_side_give_the_events_of_each_alone(tmp_path: Path) -> 
         side_by_side = _events(tmp_path / "pair" / f"{arm}_s0")
         assert [e["event"] for e in side_by_side].count("train") == 2
         assert side_by_side == _events(tmp_path / arm / f"{arm}_s0")
+
+
+def test_a_bad_override_is_one_line_before_any_run(tmp_path: Path, capsys) -> None:
+    argv = ["--preset", "tiny_arith_noisy", "--out", str(tmp_path / "out"), "no_such_key=1"]
+    with pytest.raises(SystemExit) as exit_:
+        repro_sweep.main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "Could not override 'no_such_key'" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
