@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # where tasks read MATH/GSM8K/MBPP (source=local): the copies beside the checkout
 export PKPO_DATA ?= $(abspath ../shared/data)
 
-.PHONY: setup train toy test test-fast lint format bench docs clean
+.PHONY: setup train toy test test-fast lint format bench docs clean gpu-rehearsal
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -61,6 +61,18 @@ bench: setup
 	$(PY) -m experiments.bench_estimators --threads 1
 	$(PY) -m experiments.bench_loop
 	$(PY) -m experiments.bench_scoring
+
+# The GPU study's device script (experiments/gpu_study.sh) end to end on the CPU: the carried
+# wheels built and installed as on the GPU machine, the testbed model, a few steps; all
+# under $(REHEARSAL), results in $(REHEARSAL)/out
+REHEARSAL ?= outputs/gpu-rehearsal
+gpu-rehearsal: setup
+	rm -rf $(REHEARSAL)
+	PYTHON=$(PY) experiments/gpu_carry.sh $(REHEARSAL)/carry
+	OUT=$(REHEARSAL)/out CARRY=$(REHEARSAL)/carry PYTHON=$(abspath $(PY)) \
+		SITE=$(abspath $(REHEARSAL))/site PKPO_CACHE=$(abspath $(REHEARSAL))/cache \
+		RUNS=$(abspath $(REHEARSAL))/runs \
+		experiments/gpu_study.sh experiments/gpu_rehearsal/protocol.yaml
 
 clean:
 	rm -rf $(VENV) outputs multirun site

@@ -2,7 +2,8 @@
 
 Each run is a plain ``python -m pkpo.train experiment=<preset> <arm overrides> seed=S``
 in its own folder ``<out>/<arm>_s<seed>``; several run at once on one GPU (a 135M model
-leaves the GPU mostly idle between Python-bound kernel launches, so concurrent runs fill it).
+leaves the GPU mostly idle between Python-bound kernel launches, so concurrent runs fill it):
+``--parallel auto`` sizes how many from the device (``pkpo.placement``).
 Runs start seed-major (every arm of seed 0 first), so a sweep cut short still has whole
 seeds. ``<out>/manifest.json`` records every run's command, status (queued, running, done,
 failed) and every attempt of it, across launches: its start time (UTC), exit status or the
@@ -17,7 +18,7 @@ is its own process group, killed with the launcher (SIGTERM, SIGINT, SIGHUP; a S
 launcher's runs get SIGKILL from the kernel), so no run outlives it; a launch that finds a
 run folder still held (a run of a launcher killed on another node) waits for it.
 
-    python -m experiments.repro_sweep --out runs/repro_arith --parallel 9
+    python -m experiments.repro_sweep --out runs/repro_arith --parallel auto
     python -m experiments.repro_sweep --preset repro_gsm8k --arms k1 k8 --seeds 0 -- steps=5
     python -m experiments.repro_sweep --protocol experiments/results/X/protocol.yaml --parallel 2
 
@@ -51,9 +52,11 @@ from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import DictConfig
 from tqdm import tqdm
 
-from pkpo import plugins, rundir
+from pkpo import placement, plugins, rundir
 from pkpo.analysis.confirmatory import Protocol
 from pkpo.arms import SWEEP_ARMS, sweep_arm
 from pkpo.config import CONF_DIR
@@ -62,11 +65,33 @@ from pkpo.logger import EventLogWarning, read_events
 REPO = Path(__file__).resolve().parents[1]
 
 
-def preset_steps(preset: str, extra: list[str]) -> int:
-    """The run length of the preset as Hydra composes it (with its own defaults, such as
+def preset_config(preset: str, extra: list[str]) -> DictConfig:
+    """The run config of the preset as Hydra composes it (with its own defaults, such as
     a preset built on another, and the sweep's overrides)."""
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return int(compose("train", overrides=[f"experiment={preset}", *extra]).steps)
+        return compose("train", overrides=[f"experiment={preset}", *extra])
+
+
+def preset_steps(preset: str, extra: list[str]) -> int:
+    """The run length of the preset with the sweep's overrides."""
+    return int(preset_config(preset, extra).steps)
+
+
+def side_by_side(parallel: str, preset: str, extra: list[str]) -> int:
+    """``--parallel``: a number, or ``auto``: as many runs as this device holds
+    (``pkpo.placement``, from the preset's ``footprint_gib`` and ``torch_threads``)."""
+    number = placement.parse_parallel(parallel)
+    cfg = preset_config(preset, extra)
+    if number != "auto":
+        return number
+    device = placement.this_device()
+    number = placement.runs_per_device(device, cfg.footprint_gib, cfg.torch_threads)
+    print(
+        f"[repro_sweep] --parallel auto: {number} runs side by side on {device.name} "
+        f"({device.free_gib:.1f} GiB free, {device.cores} cores; {cfg.footprint_gib} GiB "
+        f"and {cfg.torch_threads or 'all'} threads a run)"
+    )
+    return number
 
 
 def command(preset: str, arm: str, seed: int, run_dir: Path, extra: list[str]) -> list[str]:
@@ -266,7 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--protocol", type=Path, help="a committed protocol.yaml: arms, seeds and overrides"
     )
-    parser.add_argument("--parallel", type=int, default=1, help="runs at once")
+    parser.add_argument(
+        "--parallel", default="1", help="runs at once on this device: a number, or auto"
+    )
     parser.add_argument(
         "--retries", type=int, default=1, help="resume a failed run this many times"
     )
@@ -280,10 +307,12 @@ def main(argv: list[str] | None = None) -> int:
         protocol_args(args, parser)
     if args.out is None:
         parser.error("--out (or --protocol) is required")
-    if args.parallel < 1:
-        parser.error(f"--parallel must be >= 1, got {args.parallel}")
     if not (REPO / "conf" / "experiment" / f"{args.preset}.yaml").is_file():
         parser.error(f"no preset conf/experiment/{args.preset}.yaml")
+    try:  # composes the preset with the overrides: a bad override is caught here
+        args.parallel = side_by_side(args.parallel, args.preset, args.extra)
+    except (ValueError, HydraException) as err:
+        parser.error(" ".join(str(err).split()))
     for arm in args.arms:
         try:
             sweep_arm(arm, 2)

@@ -110,7 +110,10 @@ def validate(cfg: DictConfig) -> None:
         _positive(cfg, key, allow_zero=True)
     try:
         check_batch_sizes(
-            cfg.trainer.epochs, cfg.trainer.minibatch_size, cfg.trainer.micro_batch_size
+            cfg.trainer.epochs,
+            cfg.trainer.minibatch_size,
+            cfg.trainer.micro_batch_size,
+            cfg.trainer.get("micro_batch_tokens"),
         )
     except ValueError as e:
         raise ConfigError(str(e)) from None

@@ -284,7 +284,10 @@ def converted_checkpoint(spec: ModelSpec) -> Path:
     """
     target = cache_root() / "models" / spec.name
     return build_once(
-        target, _gguf_source_record(spec), "converting", lambda out: _convert_gguf(spec, out)
+        target,
+        _gguf_source_record(spec),
+        "converting",
+        lambda out: convert_gguf(_gguf_path(spec), out),
     )
 
 
@@ -306,8 +309,9 @@ def _gguf_path(spec: ModelSpec) -> Path:
     return Path(module.assemble(cache_root() / "gguf" / spec.gguf_file))
 
 
-def _convert_gguf(spec: ModelSpec, out_dir: Path) -> None:
-    gguf = _gguf_path(spec)
+def convert_gguf(gguf: Path, out_dir: Path) -> None:
+    """A GGUF file as a plain Hugging Face checkpoint (de-quantized float32 weights and the
+    tokenizer) in ``out_dir``; ``source: local`` loads it (a GPU machine without the package)."""
     quantized = AutoModelForCausalLM.from_pretrained(
         gguf.parent, gguf_file=gguf.name, dtype=torch.float32
     )

@@ -1,10 +1,18 @@
-"""Score completions in worker processes; a failing verifier costs a sample, not the run."""
+"""Score completions in worker processes; a failing verifier costs a sample, not the run.
+
+The worker pool outlives a run: spawning it (each worker imports the task's modules) costs
+seconds, so consecutive runs in one process (a Hydra multirun, a benchmark) with the same
+task and number of workers take the pool the previous run left, and the process's exit
+closes it.
+"""
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import multiprocessing as mp
+import pickle
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +22,7 @@ from pkpo.tasks.base import Problem, Reward, Task
 log = logging.getLogger(__name__)
 
 _TASK: Task | None = None  # the task, set once per worker process
+_IDLE: dict[tuple[bytes, int], mp.pool.Pool] = {}  # pools a closed Scorer left, by (task, size)
 
 
 def _init_worker(task: Task) -> None:
@@ -65,7 +74,11 @@ class Scorer:
         self.task = task
         self.workers = workers
         self.timeout_s = timeout_s or getattr(task, "score_timeout_s", self.DEFAULT_TIMEOUT_S)
-        self._pool = self._start() if workers else None
+        self._pool = None
+        if workers:
+            # the task's pickle is what the workers hold: equal bytes, same workers' state
+            self._key = (pickle.dumps(task), workers)
+            self._pool = _IDLE.pop(self._key, None) or self._start()
 
     def _start(self) -> mp.pool.Pool:
         ctx = mp.get_context("spawn")
@@ -104,6 +117,16 @@ class Scorer:
         return rewards, failures, timeouts
 
     def close(self) -> None:
+        """Leave the pool to the next ``Scorer`` of the same task (one idle pool a key)."""
         if self._pool is not None:
-            self._pool.terminate()
+            previous = _IDLE.pop(self._key, None)
+            if previous is not None:
+                previous.terminate()
+            _IDLE[self._key] = self._pool
             self._pool = None
+
+
+@atexit.register
+def _close_idle_pools() -> None:
+    while _IDLE:
+        _IDLE.popitem()[1].terminate()

@@ -82,7 +82,7 @@ def test_second_load_comes_from_the_cache(smollm2, monkeypatch):
     def no_conversion(*args):
         raise AssertionError("converted again although the cache is complete")
 
-    monkeypatch.setattr(models, "_convert_gguf", no_conversion)
+    monkeypatch.setattr(models, "convert_gguf", no_conversion)
     again, tokenizer, checkpoint_again = load_policy(SMOLLM2)  # no conversion (patched away)
     assert checkpoint_again == checkpoint
     for (name, a), (name_b, b) in zip(

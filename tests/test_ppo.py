@@ -12,6 +12,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from pkpo.ppo import Batch, LossConfig, pad_batch, ppo_loss
 from pkpo.trainers.base import Rollout
 from pkpo.trainers.local import LocalTrainer
+from pkpo.trainers.update import token_budget_groups
 from pkpo.transforms import transform
 
 
@@ -82,8 +83,17 @@ def _tiny_llama() -> LlamaForCausalLM:
     return LlamaForCausalLM(cfg).float()
 
 
-def test_k1_loo_update_equals_rloo_gradient():
-    """First PPO step with k_opt = 1 (loo) has the RLOO gradient (1/(N L)) sum A_i grad log p."""
+@pytest.mark.parametrize(
+    "split",
+    [
+        {"micro_batch_size": 4},  # uneven micro-batches exercise padding and accumulation
+        {"micro_batch_tokens": 12},  # lengths 6 4 5 6 3 4 -> samples [0, 3] [2, 1] [5, 4]
+        {"micro_batch_tokens": 1},  # a budget under every length: one sample per batch
+    ],
+)
+def test_k1_loo_update_equals_rloo_gradient(split):
+    """First PPO step with k_opt = 1 (loo) has the RLOO gradient (1/(N L)) sum A_i grad log p,
+    computed here sample by sample, whatever the micro-batches (by count or by tokens)."""
     torch.manual_seed(1)
     model = _tiny_llama()
     prompts = [[1, 2, 3], [1, 2, 3], [1, 2, 3], [4, 5], [4, 5], [4, 5]]
@@ -108,14 +118,42 @@ def test_k1_loo_update_equals_rloo_gradient():
         max_new_tokens=max_new,
         lr=1e-3,
         minibatch_size=len(comps),
-        micro_batch_size=4,  # uneven micro-batches exercise padding and accumulation
         max_grad_norm=0.0,
         device="cpu",
+        **split,
     )
     trainer.update(Rollout(prompts, comps, adv, [0, 0, 0, 1, 1, 1]))
     for g_want, p in zip(want, model.parameters(), strict=True):
         # the loss is the negative objective
         torch.testing.assert_close(-p.grad, g_want, rtol=1e-4, atol=1e-7)
+
+
+def test_token_budget_groups_by_hand():
+    # lengths 5 3 9 2 3 under 10 padded tokens: 9 alone (2 x 9 > 10), then 5 with 3
+    # (2 x 5 = 10), then 3 with 2 (3 x 3 = 9; the 3 of index 1 came first, ties keep order)
+    assert token_budget_groups([5, 3, 9, 2, 3], 10) == [[2], [0, 1], [4, 3]]
+    assert token_budget_groups([], 10) == []
+
+
+def test_token_batched_ppo_epochs_match_per_sample_micro_batches():
+    """Two epochs of two minibatches each (old log-probs scored, then looked up per sample):
+    grouping by tokens reorders samples, and must still pair each with its own old log-probs.
+    The reference is the same update one sample per micro-batch."""
+    prompts = [[1, 2, 3], [1, 2, 3], [4, 5], [4, 5], [6], [6]]
+    comps = [[6, 7, 8], [9], [12, 13, 14, 15], [16], [17, 18], [19, 20, 21, 22]]
+    adv = torch.tensor([1.0, -1.0, 0.5, -0.5, 2.0, -2.0])
+    params = []
+    for split in ({"micro_batch_size": 1}, {"micro_batch_tokens": 18}):
+        torch.manual_seed(3)
+        model = _tiny_llama()
+        trainer = LocalTrainer(
+            model, pad_id=0, max_new_tokens=4, lr=1e-2, epochs=2, minibatch_size=3,
+            max_grad_norm=0.0, device="cpu", **split,
+        )  # fmt: skip
+        stats = trainer.update(Rollout(prompts, comps, adv, [0, 0, 1, 1, 2, 2]))
+        assert stats["ratio_dev"] > 0  # the second epoch's ratios are not 1: old log-probs used
+        params.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    torch.testing.assert_close(params[1], params[0], rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("epochs", [1, 2])

@@ -21,6 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from pkpo import samplers
+from pkpo.config import group_config
 from pkpo.models import load_policy
 from pkpo.prompts import encode_prompts
 from pkpo.samplers import (
@@ -167,7 +168,7 @@ def test_sampler_configs_compose():
         assert {k: v for k, v in cfg.items() if k != "_target_"} == {
             k: v for k, v in auto_cfg.items() if k != "_target_"
         }
-    assert set(auto_cfg.hf) == {"batch_size", "cache_implementation", "compile"}
+    assert set(auto_cfg.hf) == {"batch_size", "cache_implementation", "compile", "cuda_graphs"}
 
 
 class _Recorded:
@@ -418,3 +419,55 @@ def test_vllm_sync_weights_follows_an_optimizer_step(vllm_sampler, policy):
     finally:
         model.load_state_dict(original)
         sampler.sync_weights(model)
+
+
+# ----------------------------------------------------------------------------- compiled HF
+
+
+@pytest.fixture(scope="module")
+def testbed_policy():
+    """The testbed's small model (3.4 MB): compiles in about a minute on one CPU core."""
+    model, tokenizer, _ = load_policy(group_config("model", "tiny_arith_noisy"))
+    return model, tokenizer, [tokenizer.encode("12+45="), tokenizer.encode("3+4=")]
+
+
+@pytest.mark.slow
+def test_hf_compiled_static_cache_runs_on_the_cpu(testbed_policy, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "compile_cache"))
+    model, tokenizer, prompts = testbed_policy
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    sampler = HFSampler(model, tokenizer, cache_implementation="static", compile=True)
+    params = SamplingParams(temperature=TEMPERATURE, max_new_tokens=8, seed=3)
+    groups = sampler.generate(prompts, 4, params)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > graphs  # it compiled
+    assert sampler.modes[0] == "default"  # and did not fall back
+    completions = check_well_formed(groups, prompts, 4, 8, tokenizer.eos_token_id)
+    assert max_logprob_error(model, completions, params) < LOGPROB_ATOL
+    assert any((tmp_path / "compile_cache").iterdir())
+
+
+def test_hf_compiled_generate_that_fails_falls_back_to_eager(testbed_policy, monkeypatch, caplog):
+    """CUDA graphs fail, then plain compilation fails: the sampler ends on eager decoding and
+    samples what an eager sampler samples with the same seed."""
+    model, tokenizer, prompts = testbed_policy
+    params = SamplingParams(temperature=TEMPERATURE, max_new_tokens=8, seed=3)
+    want = HFSampler(model, tokenizer).generate(prompts, 2, params)
+    eager_generate = model.generate
+    tried = []
+
+    def generate(**kwargs):
+        config = kwargs["generation_config"]
+        tried.append(None if config.disable_compile else config.compile_config.mode)
+        if not config.disable_compile:
+            raise RuntimeError("no compiler here")
+        return eager_generate(**kwargs)
+
+    monkeypatch.setattr(model, "generate", generate)
+    sampler = HFSampler(model, tokenizer, compile=True, cuda_graphs=True)
+    assert sampler.generate(prompts, 2, params) == want
+    assert tried == ["reduce-overhead", "default", None]
+    assert sampler.generate(prompts, 2, params) == want  # eager from then on
+    assert tried[3:] == [None]
+    assert "falling back to eager decoding" in caplog.text
+    with pytest.raises(ValueError, match="cuda_graphs: true needs compile: true"):
+        HFSampler(model, tokenizer, cuda_graphs=True)

@@ -13,6 +13,7 @@ import pytest
 from pkpo.sandbox import Sandbox, SandboxConfig, available_isolation
 from pkpo.sandbox.client import MachineLock
 from pkpo.scoring import Scorer
+from pkpo.tasks.arithmetic import ArithmeticTask
 from pkpo.tasks.base import Reward
 from pkpo.tasks.code import MbppTask
 from pkpo.verifiers.math_equiv import math_verdict
@@ -138,3 +139,23 @@ def test_math_comparison_is_limited_by_cpu_time_and_reported_as_a_timeout():
     assert time.process_time() - start < 10
     assert math_verdict("\\frac{1}{2}", "0.5", exact_shortcut=False) == (True, False)
     assert math_verdict("\\frac{1}{2}", "0.4", exact_shortcut=False) == (False, False)
+
+
+def test_consecutive_scorers_of_one_task_share_the_worker_pool():
+    """A closed Scorer's workers serve the next Scorer of the same task and size (the same
+    processes, by pid); another task gets workers of its own."""
+    task = ArithmeticTask(digits=1, ops=["+"], n_train=4, n_test=4, seed=0)
+    problem = task.load("train")[0]
+    first = Scorer(task, workers=1)
+    assert first.score([problem], [[str(problem.answer)]])[0].tolist() == [[1.0]]
+    pids = [worker.pid for worker in first._pool._pool]
+    first.close()
+    second = Scorer(task, workers=1)
+    other = Scorer(ArithmeticTask(digits=1, ops=["+"], n_train=4, n_test=4, seed=1), workers=1)
+    try:
+        assert [worker.pid for worker in second._pool._pool] == pids
+        assert second.score([problem], [["no answer"]])[0].tolist() == [[0.0]]
+        assert not set(pids) & {worker.pid for worker in other._pool._pool}
+    finally:
+        second.close()
+        other.close()

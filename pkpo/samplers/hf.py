@@ -1,21 +1,29 @@
 """Sampling with Hugging Face ``generate`` on the trainer's own model object.
 
 No second copy of the weights exists, so ``sync_weights`` has nothing to do. Works on CPU and
-GPU. On GPU, ``cache_implementation: static`` with ``compile: true`` lets ``generate`` compile
-the decoding step (several times faster for long completions, after a compile per new shape);
-without compilation the static cache was no faster than the dynamic one on an H100 for
+GPU. ``cache_implementation: static`` with ``compile: true`` lets ``generate`` compile the
+decoding step with ``torch.compile`` (on the CPU too), once per new batch shape; the GPU presets
+use it: without compilation the static cache was no faster than the dynamic one on an H100 for
 32-token completions of a 135M model (docs/benchmarks.md), where decoding is Python-bound.
+``cuda_graphs: true`` compiles with ``mode="reduce-overhead"`` (CUDA graphs, generate's own
+default), which removes most of the remaining launch overhead on a GPU. Should a compiled
+``generate`` fail, the sampler logs why and falls back for the rest of the run: from CUDA
+graphs to plain compilation, from that to eager decoding. Compiled kernels go to the
+persistent cache ``TORCHINDUCTOR_CACHE_DIR`` (default ``<pkpo cache>/torch_compile``), so
+the runs of a sweep after the first load them instead of compiling.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
 from transformers import (
+    CompileConfig,
     GenerationConfig,
     LogitsProcessor,
     LogitsProcessorList,
@@ -25,6 +33,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
+from pkpo.cache import cache_root
 from pkpo.samplers.base import Completion, SamplingParams, backend_options, check_generate_args
 
 log = logging.getLogger(__name__)
@@ -64,7 +73,8 @@ class _LogprobRecorder(LogitsProcessor):
 class HFSampler:
     """Samples with ``model.generate``; see the module docstring.
 
-    ``batch_size`` bounds how many sequences (prompts x samples) one ``generate`` call holds.
+    ``batch_size`` bounds how many sequences (prompts x samples) one ``generate`` call holds;
+    ``compile`` and ``cuda_graphs`` choose the compiled decoding step (module docstring).
     """
 
     def __init__(
@@ -75,6 +85,7 @@ class HFSampler:
         batch_size: int = 64,
         cache_implementation: str | None = None,
         compile: bool = False,
+        cuda_graphs: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -87,7 +98,14 @@ class HFSampler:
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.cache_implementation = cache_implementation
-        self.compile = compile
+        if cuda_graphs and not compile:
+            raise ValueError("cuda_graphs: true needs compile: true")
+        # the compile modes still to try, best first; None: eager decoding
+        self.modes: list[str | None] = (
+            ["reduce-overhead"] * cuda_graphs + ["default"] * compile + [None]
+        )
+        if compile:
+            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root() / "torch_compile"))
         self.eos_ids = _eos_ids(model, tokenizer)
         self.pad_id = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
@@ -135,14 +153,28 @@ class HFSampler:
         for i, ids in enumerate(rows):  # left padding: every row's last token is at -1
             input_ids[i, width - len(ids) :] = torch.tensor(ids)
             attention_mask[i, width - len(ids) :] = 1
-        recorder = _LogprobRecorder()
-        with _neutral_generation_config(self.model):
-            sequences = self.model.generate(
-                input_ids=input_ids.to(device),
-                attention_mask=attention_mask.to(device),
-                generation_config=self._generation_config(params),
-                logits_processor=_processors(params, recorder),
-            )
+        while True:
+            recorder = _LogprobRecorder()
+            try:
+                with _neutral_generation_config(self.model):
+                    sequences = self.model.generate(
+                        input_ids=input_ids.to(device),
+                        attention_mask=attention_mask.to(device),
+                        generation_config=self._generation_config(params),
+                        logits_processor=_processors(params, recorder),
+                    )
+                break
+            except Exception as err:  # noqa: BLE001 - a compiler failure must not end the run
+                if self.modes[0] is None:
+                    raise
+                failed = self.modes.pop(0)
+                log.warning(
+                    "compiled generate (mode %s) failed, falling back to %s: %s: %s",
+                    failed,
+                    self.modes[0] or "eager decoding",
+                    type(err).__name__,
+                    str(err)[:500],
+                )
         generated = sequences[:, width:].cpu()
         logprobs = recorder.finish(sequences[:, -1]).cpu()
         return [
@@ -161,7 +193,8 @@ class HFSampler:
             eos_token_id=self.eos_ids,
             pad_token_id=self.pad_id,
             cache_implementation=self.cache_implementation,
-            disable_compile=not self.compile,
+            disable_compile=self.modes[0] is None,
+            compile_config=_compile_config(self.modes[0]),
         )
 
     def _completion(
@@ -180,6 +213,15 @@ class HFSampler:
             logprobs=logprobs[: len(tokens)].tolist(),
             finish_reason=finish_reason,
         )
+
+
+def _compile_config(mode: str | None) -> CompileConfig | None:
+    """generate's compilation in ``mode``, on whatever device the model is (the CPU too)."""
+    if mode is None:
+        return None
+    config = CompileConfig(mode=mode)
+    config._compile_all_devices = True  # transformers' own flag; else it compiles on GPUs only
+    return config
 
 
 def _processors(params: SamplingParams, recorder: _LogprobRecorder) -> LogitsProcessorList:

@@ -3,10 +3,17 @@
 Each ``PPOTrainer.update`` first scores the rollout under the current (old) policy without
 gradients (old log-probs, token entropy, reference log-probs when ``kl_coef > 0``), then
 runs ``epochs`` passes over shuffled minibatches, each one optimizer step accumulated over
-micro-batches of ``micro_batch_size`` samples. The loss is ``pkpo.ppo.ppo_loss``. When the
+micro-batches. The loss is ``pkpo.ppo.ppo_loss``. When the
 whole update is one optimizer step (one epoch, one minibatch, no reference) the old policy
 is the policy itself, so that pass is skipped: its log-probs would equal the loss's own
 (ratio 1), and the token entropy comes from the loss's forward instead.
+
+Micro-batches: ``micro_batch_size`` consecutive samples each, or, with ``micro_batch_tokens``
+set, samples grouped by length (longest first) so that each micro-batch's padded size,
+samples times its longest sequence, stays within that many tokens (a longer sample goes
+alone). The loss is a sum over samples divided by the minibatch's sample count, so the
+split changes only memory, speed and float rounding, never the gradient (``tests/test_ppo.py``).
+Fewer, fuller forwards with little padding is what makes a GPU step fast.
 
 Data parallelism: ``minibatch_size`` is the global number of samples per optimizer step;
 each of the engine's ranks takes an equal share of it from its own samples (whole groups,
@@ -36,8 +43,14 @@ from pkpo.trainers.base import Engine, Rollout
 _GLOBAL_STATS = ("entropy", "lr", "grad_norm")
 
 
-def check_batch_sizes(epochs: object, minibatch_size: object, micro_batch_size: object) -> None:
-    """Raise ``ValueError`` naming the ``trainer`` key that is not a positive integer.
+def check_batch_sizes(
+    epochs: object,
+    minibatch_size: object,
+    micro_batch_size: object,
+    micro_batch_tokens: object = None,
+) -> None:
+    """Raise ``ValueError`` naming the ``trainer`` key that is not a positive integer
+    (``micro_batch_tokens`` may also be None: micro-batches by ``micro_batch_size``).
 
     The one home of these checks: ``config.validate`` calls it before the model loads,
     ``PPOTrainer`` when it is built directly.
@@ -47,9 +60,26 @@ def check_batch_sizes(epochs: object, minibatch_size: object, micro_batch_size: 
         "minibatch_size": minibatch_size,
         "micro_batch_size": micro_batch_size,
     }
+    if micro_batch_tokens is not None:
+        sizes["micro_batch_tokens"] = micro_batch_tokens
     for key, value in sizes.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"trainer.{key} must be a positive integer, got {value!r}")
+
+
+def token_budget_groups(lengths: list[int], budget: int) -> list[list[int]]:
+    """Indices into ``lengths`` grouped into micro-batches of at most ``budget`` padded
+    tokens (count times the group's longest length), longest first; a length over the
+    budget makes a group of one. Every index appears exactly once."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])  # stable: ties keep order
+    groups: list[list[int]] = []
+    for i in order:
+        # sorted longest first, so a group's first sample sets its padded width
+        if groups and (len(groups[-1]) + 1) * lengths[groups[-1][0]] <= budget:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
 
 
 class PPOTrainer:
@@ -72,6 +102,7 @@ class PPOTrainer:
         epochs: int = 1,
         minibatch_size: int = 32,
         micro_batch_size: int = 8,
+        micro_batch_tokens: int | None = None,
         clip_eps: float = 0.2,
         kl_coef: float = 0.0,
         entropy_coef: float = 0.0,
@@ -79,7 +110,7 @@ class PPOTrainer:
         seed: int = 0,
         reference: torch.nn.Module | None = None,
     ):
-        check_batch_sizes(epochs, minibatch_size, micro_batch_size)
+        check_batch_sizes(epochs, minibatch_size, micro_batch_size, micro_batch_tokens)
         if loss_aggregation not in AGGREGATIONS:
             raise ValueError(f"trainer.loss_aggregation must be one of {AGGREGATIONS}")
         if minibatch_size % engine.world_size:
@@ -95,6 +126,7 @@ class PPOTrainer:
         self.epochs = epochs
         self.local_minibatch_size = minibatch_size // engine.world_size
         self.micro_batch_size = micro_batch_size
+        self.micro_batch_tokens = micro_batch_tokens
         self.loss_cfg = LossConfig(clip_eps, kl_coef, entropy_coef, loss_aggregation, temperature)
         self.reference = reference.to(engine.device) if kl_coef else None
         self.generator = torch.Generator().manual_seed(seed)  # minibatch shuffling
@@ -165,13 +197,25 @@ class PPOTrainer:
         out["grad_norm"] = means["grad_norm"]  # the engine's norm is global already
         return out
 
-    def _micro_batches(self, rollout: Rollout) -> list[Batch]:
-        """Micro-batches of the rollout (padded per micro-batch, on the engine's device)."""
+    def _micro_batches(self, rollout: Rollout) -> list[tuple[list[int], Batch]]:
+        """Micro-batches of the rollout: each one's sample indices and its batch (padded per
+        micro-batch, on the engine's device); see the module docstring for the grouping."""
+        if self.micro_batch_tokens is None:
+            size = self.micro_batch_size
+            groups = [
+                list(range(lo, min(lo + size, len(rollout)))) for lo in range(0, len(rollout), size)
+            ]
+        else:
+            lengths = [
+                len(p) + len(c)
+                for p, c in zip(rollout.prompt_ids, rollout.completion_ids, strict=True)
+            ]
+            groups = token_budget_groups(lengths, self.micro_batch_tokens)
         out = []
-        for lo in range(0, len(rollout), self.micro_batch_size):
-            part = rollout.select(list(range(lo, min(lo + self.micro_batch_size, len(rollout)))))
+        for idx in groups:
+            part = rollout.select(idx)
             batch = pad_batch(part.prompt_ids, part.completion_ids, part.advantages, self.pad_id)
-            out.append(batch.to(self.engine.device))
+            out.append((idx, batch.to(self.engine.device)))
         return out
 
     @torch.no_grad()
@@ -179,18 +223,19 @@ class PPOTrainer:
         """Old (and reference) log-probs per sample, the token entropy sum and token count."""
         model, temperature = self.engine.model, self.loss_cfg.temperature
         model.eval()
-        old, ref, entropy_sum, tokens = [], [], 0.0, 0.0
-        for batch in self._micro_batches(rollout):
+        old, ref = [None] * len(rollout), [None] * len(rollout)
+        entropy_sum, tokens = 0.0, 0.0
+        for idx, batch in self._micro_batches(rollout):
             logp, entropy = token_logprobs(model, batch, temperature, True)
             mask = batch.completion_mask[:, 1:].float()
             entropy_sum += float((entropy * mask).sum())
             tokens += float(mask.sum())
-            old.extend(logp.cpu())
+            for i, row in zip(idx, logp.cpu(), strict=True):
+                old[i] = row
             if self.reference is not None:
                 ref_logp, _ = token_logprobs(self.reference, batch, temperature)
-                ref.extend(ref_logp.cpu())
-            else:
-                ref.extend([None] * len(logp))
+                for i, row in zip(idx, ref_logp.cpu(), strict=True):
+                    ref[i] = row
         return old, ref, entropy_sum, tokens
 
     def _loss_norm(self, rollout: Rollout) -> float:
@@ -210,16 +255,13 @@ class PPOTrainer:
         None when the update is this one step (the loss then takes its own entropy)."""
         self.engine.zero_grad()
         totals: dict[str, float] = {}
-        for lo, batch in zip(
-            range(0, len(part), self.micro_batch_size), self._micro_batches(part), strict=True
-        ):
+        for idx, batch in self._micro_batches(part):
             width = batch.input_ids.shape[1] - 1
-            rows = slice(lo, lo + len(batch.advantages))
             scored = old is not None
             if scored:
-                batch.old_logprobs = _stack(old[rows], width, self.engine.device)
+                batch.old_logprobs = _stack(_pick(old, idx), width, self.engine.device)
             if self.reference is not None:
-                batch.ref_logprobs = _stack(ref[rows], width, self.engine.device)
+                batch.ref_logprobs = _stack(_pick(ref, idx), width, self.engine.device)
             loss, stats = ppo_loss(
                 self.engine.policy, batch, self.loss_cfg, norm, with_entropy=not scored
             )
