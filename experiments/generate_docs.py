@@ -4,7 +4,7 @@
 
 Writes ``docs/generated/``: each confirmatory study's claims table and its figure, the
 pilot's exploratory claims table, the SmolLM2 reproduction's held-out and claims tables, the
-stall search's table, verdict and Figure 8 analogues; and refreshes the README's blocks
+stall search's table, verdict and Figure 8 analogues, the regime pilot's progress; and refreshes the README's blocks
 between ``<!-- generated:<key> -->`` and ``<!-- /generated -->``: per study
 ``headline_<name>`` (its pre-registered primary comparisons) and ``claims_<name>`` /
 ``claims_<name>_rereading`` (its claims as stated), and per stall search
@@ -101,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
             readme = readme_with(f"headline_{protocol.name}", headline, readme)
         for key, _ in A.stated_tables(study, protocol):
             readme = readme_with(key, (args.out / f"{key}_headline.md").read_text(), readme)
+    pilot = runs(RESULTS / "regime_pilot")
+    title = "Regime pilot: k_opt = 1 to 1000 steps, held-out progress"
+    fig = A.fig_held_out_progress(pilot, ["k_opt=1"], title)
+    fig.savefig(args.out / "regime_pilot.png", dpi=110)
     for criterion in A.find_searches([RESULTS]):
         for candidate in criterion.candidates:
             pilot = A.runs_under(runs(criterion.folder), criterion.folder / candidate)
