@@ -24,10 +24,24 @@ CONF_DIR = str(importlib.resources.files("pkpo.conf"))
 """The shipped Hydra configs (the repository's ``conf/``, installed as ``pkpo.conf``)."""
 
 
+def store_transforms() -> None:
+    """Store every registered transform as the Hydra config ``transform=<name>``
+    (:meth:`pkpo.transforms.Spec.config`): the group needs no YAML. Runs when this module is
+    imported and again before each composition, so transforms that plugins register later
+    are options too (storing a name again replaces its node)."""
+    store = ConfigStore.instance()
+    for name in transforms.names():
+        store.store(group="transform", name=name, node=transforms.spec(name).config())
+
+
+store_transforms()
+
+
 def group_config(group: str, name: str) -> DictConfig:
     """The config ``<group>/<name>`` (e.g. ``"model", "tiny_arith_noisy"``) as ``pkpo-train``
     composes it, its defaults list resolved: a group config may inherit from another, so
     reading its file alone is not enough."""
+    store_transforms()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose("train", overrides=[f"{group}={name}"])[group]
 
@@ -39,6 +53,7 @@ class ConfigError(ValueError):
 def group_options(group: str) -> set[str] | None:
     """The options of config group ``group``: its YAML files under ``conf/<group>/`` and the
     nodes registered for it (every transform); None if there is no such group."""
+    store_transforms()
     folder, store = Path(CONF_DIR) / group, ConfigStore.instance()
     registered = group in store.repo
     if not folder.is_dir() and not registered:

@@ -220,8 +220,20 @@ def hf_offline() -> bool:
 
 def _check_hub(spec: ModelSpec) -> None:
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
 
-    cached = try_to_load_from_cache(spec.hub_id, "config.json", revision=spec.revision)
+    hub_id = spec.hub_id
+    if hub_id.startswith(("/", "./", "../", "~")) or Path(hub_id).expanduser().is_dir():
+        raise ModelLoadError(
+            f"model.hub_id={hub_id!r} is a path, not a hub id (namespace/name); for a model "
+            f"in a local folder use model.source=local model.path={hub_id}"
+        )
+    try:
+        cached = try_to_load_from_cache(hub_id, "config.json", revision=spec.revision)
+    except HFValidationError as err:
+        raise ModelLoadError(
+            f"model.hub_id={hub_id!r} is not a hub id (namespace/name): {err}"
+        ) from None
     if isinstance(cached, str):
         return
     if hf_offline():

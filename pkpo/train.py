@@ -29,6 +29,7 @@ from typing import Any
 import hydra
 import numpy as np
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -376,6 +377,29 @@ def dry_run(
     )
 
 
+def _remove_hydra_files() -> None:
+    """Remove what Hydra wrote before the job (its ``.hydra/`` configs and the job's log)
+    and then the run folder and its dated parents where that leaves them empty: a dry run
+    writes no run folder. Nothing else is touched (``hydra.run.dir`` may name any folder)."""
+    if not HydraConfig.initialized():
+        return
+    hydra = HydraConfig.get()
+    folder = Path(hydra.runtime.output_dir)
+    if hydra.output_subdir is not None:
+        for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+            (folder / hydra.output_subdir / name).unlink(missing_ok=True)
+    (folder / f"{hydra.job.name}.log").unlink(missing_ok=True)
+    stop = Path.cwd().resolve()
+    subdir = [] if hydra.output_subdir is None else [folder / hydra.output_subdir]
+    for empty in (*subdir, folder, *folder.parents):
+        if empty.resolve() == stop:
+            break
+        try:
+            empty.rmdir()
+        except OSError:  # not empty: someone else's files stay
+            break
+
+
 def run(
     cfg: DictConfig,
     *,
@@ -389,7 +413,10 @@ def run(
     """
     config.validate(cfg)
     if cfg.dry_run:
-        dry_run(cfg, check_model)
+        try:
+            dry_run(cfg, check_model)
+        finally:
+            _remove_hydra_files()
         return None
     cfg, run_dir = resolve_run(cfg)
     config.validate(cfg)  # a resumed run's config comes from its folder
@@ -444,6 +471,7 @@ def main() -> None:
     each ``group=option`` exists (one line if not), then runs Hydra's command line."""
     try:
         plugins.load()
+        config.store_transforms()  # the plugins' transforms are options of `transform`
         config.check_group_choices(sys.argv[1:])
     except (plugins.PluginError, config.ConfigError) as err:
         print(f"pkpo-train: error: {err}", file=sys.stderr, flush=True)

@@ -108,3 +108,21 @@ def test_a_plugin_that_cannot_be_imported_gets_one_line(tmp_path) -> None:
         "pkpo-train: error: PKPO_PLUGINS: cannot import 'no_such_plugin_module': "
         "No module named 'no_such_plugin_module'"
     ]
+
+
+@pytest.mark.slow
+def test_a_dry_run_leaves_no_run_folder_and_keeps_what_was_there(tmp_path) -> None:
+    args = [sys.executable, "-m", "pkpo.train", "experiment=tiny_arith_noisy", "dry_run=true"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []  # Hydra's runs/<date>/<time>_... is gone
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("kept")
+    done = subprocess.run(
+        [*args, "hydra.run.dir=mine"], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "mine",
+        "mine/notes.txt",
+    ]

@@ -31,7 +31,7 @@ Layers = tuple[tuple[str, tuple[str, ...]], ...]  # (name, module prefixes), bot
 # which is ``pkpo/__init__.py`` alone. A new module goes into the row of what it is for.
 LAYERS: Layers = (
     ("foundations", (
-        "pkpo", "pkpo.estimators", "pkpo.transforms", "pkpo.schedules", "pkpo.arms",
+        "pkpo", "pkpo.arrays", "pkpo.estimators", "pkpo.transforms", "pkpo.schedules", "pkpo.arms",
         "pkpo.metrics", "pkpo.ppo", "pkpo.prompts", "pkpo.cache", "pkpo.checkpoint",
         "pkpo.distributed", "pkpo.logger", "pkpo.summary", "pkpo.plugins",
     )),

@@ -183,6 +183,19 @@ def test_unknown_hub_id_offline(monkeypatch):
     assert "HF_HUB_OFFLINE=1" in message
 
 
+@pytest.mark.parametrize("hub_id", ["models/mine", "/no/such/folder", "./mine"])
+def test_a_path_as_hub_id_is_named_a_path(hub_id, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "mine").mkdir(parents=True)  # a folder that looks like an id
+    cfg = {"name": "mine", "source": "hub", "hub_id": hub_id}
+    with pytest.raises(ModelLoadError) as err:
+        check_model(cfg)
+    assert str(err.value) == (
+        f"model.hub_id={hub_id!r} is a path, not a hub id (namespace/name); for a model "
+        f"in a local folder use model.source=local model.path={hub_id}"
+    )
+
+
 @pytest.mark.parametrize(
     ("cfg", "fragment"),
     [
