@@ -3,6 +3,7 @@ as that arm, and a bad arm is refused before anything runs."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -98,3 +99,25 @@ def test_the_run_length_of_a_preset_built_on_another_is_its_parent_s() -> None:
     assert "steps" not in OmegaConf.load(Path(CONF_DIR) / "experiment" / "tiny_arith_hard.yaml")
     assert repro_sweep.preset_steps("tiny_arith_hard", []) == parent == 150
     assert repro_sweep.preset_steps("tiny_arith_hard", ["steps=40"]) == 40
+
+
+def test_clean_text_cuts_any_environment_s_packages_folder() -> None:
+    from experiments.collect_runs import clean_text
+
+    line = "step 3/4]/opt/x/.venv/lib/python3.12/site-packages/torch/a.py:8: UserWarning: w"
+    assert clean_text(line) == "step 3/4]<site-packages>/torch/a.py:8: UserWarning: w"
+    assert clean_text('  File "/usr/lib/python3/dist-packages/b.py", line 1') == (
+        '  File "<site-packages>/b.py", line 1'
+    )
+
+
+def test_committed_logs_name_no_machine_path() -> None:
+    results = Path(__file__).resolve().parents[1] / "experiments" / "results"
+    machine = re.compile(r"(?<![\w.<>-])/(?:work|home|root|opt|tmp|usr|mnt|scratch)/")
+    found = [
+        f"{log.relative_to(results)}:{number}"
+        for log in sorted(results.rglob("*.log"))
+        for number, line in enumerate(log.read_text(errors="replace").splitlines(), 1)
+        if machine.search(line)
+    ]
+    assert found == []
