@@ -168,12 +168,19 @@ def sweep_arm(name: str, steps: int) -> Arm:
     advantage scale at the switch), ``ent<coef>`` (EntropyReg: loo plus an entropy bonus,
     e.g. ``ent0.01``); any other registered transform: ``<transform>-k<K>`` at constant
     k_opt = K (``pkpo_sloo_centred-k4``, ``maxpo-k4``), or by its name alone if it ignores
-    k_opt (``grpo``, ``dr_grpo``, ``maxrl``, ``grpo_passk``, and ``tang`` itself).
+    k_opt (``grpo``, ``dr_grpo``, ``maxrl``, ``grpo_passk``, and ``tang`` itself), which
+    refuses a ``-k<K>`` (``loo-k4`` would run k_opt = 4 under the label k_opt = 1).
     """
     spec = _spec(name)
     if spec is not None and not spec.uses_k:  # tang, grpo, loo, ...: fixed k, by its name
         return Arm(name, arm_label(name, None), (f"transform={name}",))
     transform, sep, k = name.rpartition("-k")
+    if sep and _spec(transform) is not None and not transforms.uses_k(transform):
+        fixed = _spec(transform).fixed_k
+        raise ValueError(
+            f"arm {name!r}: transform {transform} fixes k (k = {fixed}) and ignores k_opt; "
+            f"name the arm {transform!r}"
+        )
     if sep and _spec(transform) is not None and k.isdigit() and int(k) >= 1:
         return Arm(
             name,
