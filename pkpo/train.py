@@ -35,7 +35,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from pkpo import checkpoint, config, metrics, models, plugins, transforms
+from pkpo import (
+    checkpoint,
+    config,
+    metrics,
+    models,
+    plugins,
+    pretrain,  # noqa: F401 - registers the builder of `source: pretrain` models
+    transforms,
+)
 from pkpo.config import CONF_DIR
 from pkpo.logger import SCHEMA_VERSION, EventLog
 from pkpo.prompts import encode_prompts

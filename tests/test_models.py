@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 import importlib.metadata
 import multiprocessing
+import subprocess
+import sys
 from pathlib import Path
 
 import gguf
@@ -399,3 +401,23 @@ def test_a_local_folder_with_other_weights_than_its_pin_is_refused():
     cfg["sha256"] = "0" * 64
     with pytest.raises(ModelLoadError, match="differs from model.sha256"):
         check_model(cfg)
+
+
+def test_loading_a_model_imports_no_task_sampler_or_builder_and_names_the_missing_builder():
+    code = (
+        "import sys\n"
+        "from pkpo.models import ModelLoadError, check_model\n"
+        "try:\n"
+        "    check_model({'name': 'tb', 'source': 'pretrain', 'pretrain': {'seed': 0}})\n"
+        "except ModelLoadError as err:\n"
+        "    print(err)\n"
+        "above = ('pkpo.pretrain', 'pkpo.tasks', 'pkpo.samplers', 'pkpo.rollouts',"
+        " 'pkpo.scoring')\n"
+        "print([m for m in above if m in sys.modules])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == [
+        "model=tb: source=pretrain models are built by pkpo.pretrain, which is not loaded; "
+        "import pkpo.pretrain first (pkpo-train does)",
+        "[]",
+    ]
