@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from pkpo import schedules, transforms
+from pkpo.samplers import sampling_params
 from pkpo.trainers.update import check_batch_sizes
 
 CONF_DIR = str(importlib.resources.files("pkpo.conf"))
@@ -105,7 +106,8 @@ def _real(cfg: DictConfig, key: str, low: float, high: float = float("inf"), ope
         raise ConfigError(f"{key} must be a number in {bracket}{low:g}, {high:g}], got {value!r}")
 
 
-# (key, lower bound, upper bound, lower bound excluded): the trainer's and sampler's numbers
+# (key, lower bound, upper bound, lower bound excluded): the trainer's numbers (the sampler's
+# have their home in SamplingParams)
 _REAL_RANGES = (
     ("trainer.lr", 0.0, float("inf"), True),
     ("trainer.weight_decay", 0.0, float("inf"), False),
@@ -113,7 +115,6 @@ _REAL_RANGES = (
     ("trainer.max_grad_norm", 0.0, float("inf"), True),
     ("trainer.kl_coef", 0.0, float("inf"), False),
     ("trainer.entropy_coef", 0.0, float("inf"), False),
-    ("sampler.top_p", 0.0, 1.0, True),
 )
 
 
@@ -143,12 +144,15 @@ def validate(cfg: DictConfig) -> None:
         _real(cfg, "score_timeout_s", 0.0, open_low=True)
     if cfg.eval.problems:
         _positive(cfg, "eval.n")
-    if cfg.sampler.max_new_tokens <= 0:
+    try:
+        params = sampling_params(cfg.sampler)  # each sampling value's range: SamplingParams
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"sampler.{e}") from None
+    if params.temperature == 0:  # the one rule of training's own
         raise ConfigError(
-            f"sampler.max_new_tokens must be positive, got {cfg.sampler.max_new_tokens}"
+            "sampler.temperature must be > 0 to train: the PPO loss divides the logits by it "
+            "(0, greedy decoding, is for evaluation only)"
         )
-    if not cfg.sampler.temperature > 0:
-        raise ConfigError(f"sampler.temperature must be > 0, got {cfg.sampler.temperature}")
     if any(k < 1 for k in cfg.k_eval):
         raise ConfigError(f"k_eval values must be >= 1, got {list(cfg.k_eval)}")
     name = cfg.transform.name

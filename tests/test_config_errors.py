@@ -126,3 +126,23 @@ def test_a_dry_run_leaves_no_run_folder_and_keeps_what_was_there(tmp_path) -> No
         "mine",
         "mine/notes.txt",
     ]
+
+
+@pytest.mark.parametrize(
+    ("override", "line"),
+    [
+        ("sampler.top_p=2", "sampler.top_p must be in (0, 1], got 2.0"),
+        ("sampler.temperature=-1", "sampler.temperature must be >= 0 (0 = greedy), got -1.0"),
+        ("sampler.temperature=0", "sampler.temperature must be > 0 to train: the PPO loss"),
+        ("sampler.temperature=abc", "sampler.temperature must be a number, got 'abc'"),
+        ("sampler.max_new_tokens=2.5", "sampler.max_new_tokens must be an integer, got 2.5"),
+        ("sampler.max_new_tokens=0", "sampler.max_new_tokens must be >= 1, got 0"),
+    ],
+)
+def test_sampling_values_are_checked_by_sampling_params_and_named_by_key(override, line) -> None:
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=config.CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=tiny_arith_noisy", override])
+    with pytest.raises(config.ConfigError, match=re.escape(line)):
+        config.validate(cfg)
