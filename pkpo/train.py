@@ -51,7 +51,7 @@ from pkpo.rollouts import ScoredRollout, sample_and_score
 from pkpo.samplers import sampling_params
 from pkpo.scoring import Scorer
 from pkpo.tasks.base import Problem
-from pkpo.trainers.base import Rollout
+from pkpo.trainers.base import PPOBatch
 
 log = logging.getLogger("pkpo.train")
 
@@ -209,7 +209,7 @@ class Run:
             )
         all_advantages = torch.from_numpy(self.trainer.gather(advantages.numpy()))
         flat = [c for group in completions for c in group]
-        batch = Rollout(
+        batch = PPOBatch(
             prompt_ids=[c.prompt_ids for c in flat],
             completion_ids=[c.token_ids for c in flat],
             advantages=advantages.reshape(-1).float(),
@@ -345,6 +345,23 @@ def _wandb_run(cfg: DictConfig, run_dir: Path):
     )
 
 
+# the trainer factories' former class-like names, which run folders written by 0.2.0 name
+RENAMED_TARGETS = {
+    "pkpo.trainers.local.LocalTrainer": "pkpo.trainers.local.local_trainer",
+    "pkpo.trainers.deepspeed.DeepSpeedTrainer": "pkpo.trainers.deepspeed.deepspeed_trainer",
+}
+
+
+def saved_config(path: Path) -> DictConfig:
+    """A run folder's ``config.yaml``, with a trainer ``_target_`` renamed since it was
+    written (:data:`RENAMED_TARGETS`) given its current name, so old runs resume."""
+    saved = OmegaConf.load(path)
+    target = OmegaConf.select(saved, "trainer._target_")
+    if target in RENAMED_TARGETS:
+        saved.trainer._target_ = RENAMED_TARGETS[target]
+    return saved
+
+
 def resolve_run(cfg: DictConfig) -> tuple[DictConfig, Path]:
     """The config and folder of this run; ``resume=<folder>`` takes both from the folder."""
     if cfg.resume:
@@ -352,13 +369,13 @@ def resolve_run(cfg: DictConfig) -> tuple[DictConfig, Path]:
         saved = run_dir / "config.yaml"
         if not saved.exists():
             raise config.ConfigError(f"resume={cfg.resume}: no config.yaml in {run_dir}")
-        return OmegaConf.load(saved), run_dir
+        return saved_config(saved), run_dir
     run_dir = Path(cfg.run_dir).expanduser().resolve()
     saved = run_dir / "config.yaml"
     if saved.exists() and (run_dir / "checkpoints" / checkpoint.LAST).exists():
         # A requeued job (same run_dir) continues with the config it started with.
         log.info("run_dir %s has a checkpoint: resuming it", run_dir)
-        return OmegaConf.load(saved), run_dir
+        return saved_config(saved), run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     resolved.run_dir = str(run_dir)

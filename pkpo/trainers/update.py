@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from pkpo.ppo import AGGREGATIONS, Batch, LossConfig, pad_batch, ppo_loss, token_logprobs
-from pkpo.trainers.base import Engine, Rollout
+from pkpo.trainers.base import Engine, PPOBatch
 
 # the statistics that are not means over ranks' minibatches
 _GLOBAL_STATS = ("entropy", "lr", "grad_norm")
@@ -124,7 +124,7 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------ update
 
-    def update(self, rollout: Rollout) -> dict[str, float]:
+    def update(self, rollout: PPOBatch) -> dict[str, float]:
         """PPO epochs over this rank's ``rollout``; statistics are over all ranks."""
         counts = self.engine.gather(np.array([[len(rollout)]]))[:, 0].tolist()
         if len(set(counts)) > 1:
@@ -165,7 +165,7 @@ class PPOTrainer:
         out["grad_norm"] = means["grad_norm"]  # the engine's norm is global already
         return out
 
-    def _micro_batches(self, rollout: Rollout) -> list[Batch]:
+    def _micro_batches(self, rollout: PPOBatch) -> list[Batch]:
         """Micro-batches of the rollout (padded per micro-batch, on the engine's device)."""
         out = []
         for lo in range(0, len(rollout), self.micro_batch_size):
@@ -175,7 +175,7 @@ class PPOTrainer:
         return out
 
     @torch.no_grad()
-    def _score_old(self, rollout: Rollout) -> tuple[list[torch.Tensor], list, float, float]:
+    def _score_old(self, rollout: PPOBatch) -> tuple[list[torch.Tensor], list, float, float]:
         """Old (and reference) log-probs per sample, the token entropy sum and token count."""
         model, temperature = self.engine.model, self.loss_cfg.temperature
         model.eval()
@@ -193,7 +193,7 @@ class PPOTrainer:
                 ref.extend([None] * len(logp))
         return old, ref, entropy_sum, tokens
 
-    def _loss_norm(self, rollout: Rollout) -> float:
+    def _loss_norm(self, rollout: PPOBatch) -> float:
         """``token_mean``: mean tokens per sample over all ranks' samples; else
         ``max_new_tokens`` (``pkpo.ppo.aggregate``)."""
         if self.loss_cfg.aggregation != "token_mean":
@@ -204,7 +204,7 @@ class PPOTrainer:
         return tokens / max(samples, 1.0)
 
     def _step(
-        self, part: Rollout, old: list | None, ref: list | None, norm: float
+        self, part: PPOBatch, old: list | None, ref: list | None, norm: float
     ) -> dict[str, float]:
         """One optimizer step on a minibatch, accumulated over micro-batches; ``old`` is
         None when the update is this one step (the loss then takes its own entropy)."""
