@@ -51,19 +51,31 @@ def copy(x: Array) -> Array:
     return x.clone() if is_tensor(x) else x.copy()
 
 
+@functools.lru_cache(maxsize=64)
+def _row_starts(shape: tuple[int, ...]) -> np.ndarray:
+    """``[..., 1]``: where each row of an array of ``shape`` starts once flattened."""
+    return np.arange(0, int(np.prod(shape)), shape[-1]).reshape(*shape[:-1], 1)
+
+
+def _flat(index: np.ndarray) -> np.ndarray:
+    """Positions of ``index`` (``[..., n]``, along the last axis) in the flattened array of
+    its shape: numpy indexes one flat axis 2-5x faster than ``take/put_along_axis``."""
+    return (index + _row_starts(index.shape)).ravel()
+
+
 def sort(x: Array) -> tuple[Array, Array]:
     """Ascending sort along the last axis: (values, the indices that sort)."""
     if is_tensor(x):
         return sys.modules["torch"].sort(x, dim=-1)
     order = np.argsort(x, axis=-1)
-    return np.take_along_axis(x, order, -1), order
+    return gather(x, order), order
 
 
 def gather(x: Array, index: Array) -> Array:
-    """``x[..., index[..., j]]`` along the last axis."""
+    """``x[..., index[..., j]]`` along the last axis (``x`` and ``index`` of one shape)."""
     if is_tensor(x):
         return sys.modules["torch"].gather(x, -1, index)
-    return np.take_along_axis(x, index, -1)
+    return np.ascontiguousarray(x).reshape(-1)[_flat(index)].reshape(index.shape)
 
 
 def scatter(index: Array, values: Array) -> Array:
@@ -71,8 +83,8 @@ def scatter(index: Array, values: Array) -> Array:
     permutation of the last axis)."""
     if is_tensor(values):
         return values.new_empty(values.shape).scatter_(-1, index, values)
-    out = np.empty_like(values)
-    np.put_along_axis(out, index, values, -1)
+    out = np.empty(values.shape, values.dtype)
+    out.reshape(-1)[_flat(index)] = values.reshape(-1)
     return out
 
 
