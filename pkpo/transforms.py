@@ -82,8 +82,8 @@ class Spec:
     ``min_n``: the fewest samples per group it accepts. ``gradient``: what its gradient
     estimates (the toy problem's target); None if no exact statement is made.
     ``label``: the analysis label of its runs whatever their k_opt (``tang``, ``grpo``);
-    None labels them ``k_opt=K [name]``. ``paper``: one of the paper's own transforms,
-    whose ``k_opt=K`` labels carry no ``[name]``.
+    None labels them ``k_opt=K [name]`` (the paper's own transforms, ``pkpo.arms``'s
+    ``PAPER_TRANSFORMS``, without the ``[name]``).
     """
 
     name: str
@@ -94,7 +94,6 @@ class Spec:
     min_n: int = 1
     gradient: Gradient | None = None
     label: str | None = None
-    paper: bool = False
 
     @property
     def uses_k(self) -> bool:
@@ -128,7 +127,6 @@ def register(
     min_n: int = 1,
     gradient: Gradient | None = None,
     label: str | None = None,
-    paper: bool = False,
 ) -> Callable[[Transform], Transform]:
     """Decorator: make ``fn(rewards, k) -> advantages`` available as ``transform(name, ...)``
     and as the config ``transform=<name>``; the keywords are the :class:`Spec`'s fields."""
@@ -138,7 +136,7 @@ def register(
     def wrap(fn: Transform) -> Transform:
         if name in _REGISTRY:
             raise ValueError(f"transform {name!r} is already registered")
-        spec = Spec(name, fn, fixed_k, carries, binary_only, min_n, gradient, label, paper)
+        spec = Spec(name, fn, fixed_k, carries, binary_only, min_n, gradient, label)
         _REGISTRY[name] = spec
         return fn
 
@@ -260,7 +258,7 @@ def raw(rewards: Rewards, k: int) -> Rewards:
     return E.restore(arrays.copy(t), dtype)
 
 
-@register("loo", fixed_k=1, min_n=2, gradient=N_PASS1, paper=True)
+@register("loo", fixed_k=1, min_n=2, gradient=N_PASS1)
 def loo(rewards: Rewards, k: int) -> Rewards:
     """Eq. 26: ``g_i - mean_{j != i} g_j``, the paper's k_opt = 1 baseline. Needs n >= 2."""
     t, dtype = E.as_float(rewards, "loo")
@@ -284,7 +282,6 @@ def pkpo_sloo(rewards: Rewards, k: int) -> Rewards:
     carries=lambda n, k: 1.0 if k == 1 else _eq19_scale(n, k),
     min_n=2,
     gradient=PASS_K,
-    paper=True,
 )
 def pkpo_sloo_minus_one(rewards: Rewards, k: int) -> Rewards:
     """The paper's PKPO: Eq. 33 (``estimators.sloo_minus_one``) for k >= 2, ``loo`` for k = 1."""

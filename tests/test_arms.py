@@ -120,3 +120,13 @@ def test_arms_sort_by_kind_then_k() -> None:
 def test_a_k_for_a_transform_that_fixes_k_is_refused(name: str, line: str) -> None:
     with pytest.raises(ValueError, match=re.escape(line)):
         sweep_arm(name, 10)
+
+
+def test_the_paper_s_arms_are_the_sweep_s_default_and_the_tables_rows() -> None:
+    from pkpo.analysis.tables import PAPER_ROWS as table_rows
+    from pkpo.arms import PAPER_ROWS
+
+    assert PAPER_ROWS == ("k_opt=1", "k_opt=2", "k_opt=4", "k_opt=8", "tang", "EntropyReg")
+    assert table_rows is PAPER_ROWS
+    swept = [sweep_arm(name, 10).label for name in SWEEP_ARMS if name[1:].isdigit()]
+    assert swept == list(PAPER_ROWS[:4])

@@ -1,0 +1,1 @@
+"""Trainer backends: an engine-agnostic PPO update and the engines it drives."""
