@@ -44,6 +44,7 @@ LAYERS: Layers = (
     # registers itself with pkpo.models, which does not import it)
     ("loop", ("pkpo.train", "pkpo.pretrain")),
     ("applications", ("pkpo.analysis", "pkpo.toy", "pkpo.integrations")),
+    ("commands", ("pkpo.commands",)),  # the console scripts: check the extra, then run
 )  # fmt: skip
 
 

@@ -45,3 +45,17 @@ def test_the_estimators_and_transforms_import_none_of_the_heavy_stack():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["numpy", "[]"]
+
+
+def test_a_command_without_its_extra_says_which_to_install_in_one_line(capsys):
+    import pytest
+
+    from pkpo import commands
+
+    with pytest.raises(SystemExit) as done:
+        commands._needs("pkpo-train", "train", ("numpy", "no_such_module_of_pkpo"))
+    assert done.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "pkpo-train: error: needs no_such_module_of_pkpo, which `pip install pkpo` leaves out; "
+        "install the extra: pip install 'pkpo[train]'"
+    ]
