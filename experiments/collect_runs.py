@@ -6,13 +6,15 @@ For each run folder under SRC (one with ``events.jsonl``) it copies ``events.jso
 ``config.yaml`` and ``train.log``; beside them the sweep's ``<run>.log`` files and
 ``manifest.json``. Checkpoints and Hydra's own folder stay behind. Machine-local paths
 become relative (the repository's folder is cut from every path, the interpreter is written
-``python``), and a progress bar's carriage-return redraws keep only their last state, so a
-log reads as it looked when the run ended.
+``python``, an environment's packages ``<site-packages>``), and a progress bar's
+carriage-return redraws keep only their last state, so a log reads as it looked when the
+run ended.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
@@ -22,12 +24,18 @@ REPO = Path(__file__).resolve().parents[1]
 RUN_FILES = ("events.jsonl", "config.yaml", "train.log")
 
 
+# an installed package's folder, wherever its environment lies (tracebacks name them)
+SITE_PACKAGES = re.compile(r"/[^\s\"':()\[\]]*/(?:site|dist)-packages/")
+
+
 def clean_text(text: str, roots: tuple[Path, ...] = (REPO,)) -> str:
     """``text`` without machine-local paths (the interpreter, the checkouts ``roots`` the
-    runs came from) and with progress-bar redraws collapsed."""
+    runs came from, environments' ``site-packages``) and with progress-bar redraws
+    collapsed."""
     text = text.replace(sys.executable, "python")
     for root in roots:
         text = text.replace(f"{root}/.venv/bin/python", "python").replace(f"{root}/", "")
+    text = SITE_PACKAGES.sub("<site-packages>/", text)
     return "\n".join(line.split("\r")[-1] for line in text.split("\n"))
 
 

@@ -12,7 +12,7 @@ Labels: a transform whose spec names its runs (:attr:`pkpo.transforms.Spec.label
 ``grpo``, ``maxrl``, ...) by that name, ``annealed (a→b)`` (a k_opt schedule; schedules
 other than the paper's step are named, ``annealed (linear 8→1)``), ``EntropyReg (c)``
 (entropy bonus c > 0 on the k_opt = 1 baseline) or ``k_opt=K``; a transform other than the
-paper's (``loo`` for K = 1, ``pkpo_sloo_minus_one``, Eq. 33, otherwise; ``Spec.paper``) is
+paper's (``loo`` for K = 1, ``pkpo_sloo_minus_one``, Eq. 33, otherwise; :data:`PAPER_TRANSFORMS`) is
 appended in brackets, e.g. ``k_opt=4 [pkpo_sloo]``, and so is a transform scale other than
 the paper's (``transform.scale=loo``, :func:`pkpo.transforms.rescale`):
 ``annealed (8→1) [loo scale]``.
@@ -29,7 +29,15 @@ TANG = "tang"
 ANNEALED = "annealed"
 ENTROPY_REG = "EntropyReg"
 
-SWEEP_ARMS = ("k1", "k2", "k4", "k8", "tang", "anneal", "anneal_loo")
+# The paper's arms, defined here once: the sweep's default arms, the rows of every results
+# table (pkpo.analysis.tables) and the labels' "[name]" all derive from these.
+PAPER_K = (1, 2, 4, 8)
+"""The k_opt the paper trains at (Section 4, Tables 1-8)."""
+PAPER_TRANSFORMS = ("loo", "pkpo_sloo_minus_one")
+"""The paper's own transforms: LOO (Eq. 26) at k_opt = 1, PKPO (Eq. 33) above it; their
+``k_opt=K`` labels carry no ``[name]``."""
+
+SWEEP_ARMS = (*(f"k{k}" for k in PAPER_K), "tang", "anneal", "anneal_loo")
 """The sweep's fixed arm names (the default sweep); EntropyReg arms are ``ent<coef>``."""
 
 PAPER_SCALE = "paper"
@@ -51,8 +59,7 @@ def _spec(transform: str | None) -> transforms.Spec | None:
 
 def k_opt_label(k: int, transform: str | None = None) -> str:
     """``k_opt=K``, with ``[transform]`` appended unless it is the paper's (or None)."""
-    spec = _spec(transform)
-    if transform is None or (spec is not None and spec.paper):
+    if transform is None or transform in PAPER_TRANSFORMS:
         return f"k_opt={k}"
     return f"k_opt={k} [{transform}]"
 
@@ -61,6 +68,10 @@ def annealed_label(k_start: int | None, k_end: int | None, schedule: str = "step
     """``annealed (8→1)`` for the step schedule, ``annealed (linear 8→1)`` for another."""
     kind = "" if schedule == "step" else f"{schedule} "
     return f"{ANNEALED} ({kind}{k_start}→{k_end})"
+
+
+PAPER_ROWS = (*(k_opt_label(k) for k in PAPER_K), TANG, ENTROPY_REG)
+"""The arms every results table shows, with or without runs ([TZSM25] is ``tang``)."""
 
 
 def entropy_label(coef: float, base: str = "k_opt=1") -> str:
@@ -107,13 +118,13 @@ class ArmConfig:
             k, base, dashed = (
                 spec.fixed_k,
                 k_opt_label(spec.fixed_k, self.transform),
-                not spec.paper,
+                self.transform not in PAPER_TRANSFORMS,
             )
         elif self.transform is None or self.k_opt is None:
             k, base, dashed = None, "unknown", False
         else:
             k, base = self.k_opt, k_opt_label(self.k_opt, self.transform) + suffix
-            dashed = bool(suffix) or spec is None or not spec.paper
+            dashed = bool(suffix) or spec is None or self.transform not in PAPER_TRANSFORMS
         kind = "unknown" if k is None else "k_opt"
         if self.entropy_coef > 0:
             if base == k_opt_label(1):
@@ -168,23 +179,31 @@ def sweep_arm(name: str, steps: int) -> Arm:
     advantage scale at the switch), ``ent<coef>`` (EntropyReg: loo plus an entropy bonus,
     e.g. ``ent0.01``); any other registered transform: ``<transform>-k<K>`` at constant
     k_opt = K (``pkpo_sloo_centred-k4``, ``maxpo-k4``), or by its name alone if it ignores
-    k_opt (``grpo``, ``dr_grpo``, ``maxrl``, ``grpo_passk``, and ``tang`` itself).
+    k_opt (``grpo``, ``dr_grpo``, ``maxrl``, ``grpo_passk``, and ``tang`` itself), which
+    refuses a ``-k<K>`` (``loo-k4`` would run k_opt = 4 under the label k_opt = 1).
     """
     spec = _spec(name)
     if spec is not None and not spec.uses_k:  # tang, grpo, loo, ...: fixed k, by its name
         return Arm(name, arm_label(name, None), (f"transform={name}",))
     transform, sep, k = name.rpartition("-k")
+    if sep and _spec(transform) is not None and not transforms.uses_k(transform):
+        fixed = _spec(transform).fixed_k
+        raise ValueError(
+            f"arm {name!r}: transform {transform} fixes k (k = {fixed}) and ignores k_opt; "
+            f"name the arm {transform!r}"
+        )
     if sep and _spec(transform) is not None and k.isdigit() and int(k) >= 1:
         return Arm(
             name,
             arm_label(transform, int(k)),
             (f"transform={transform}", f"schedule.k_opt={int(k)}"),
         )
-    if name == "k1":
-        return Arm(name, k_opt_label(1), ("transform=loo",))
-    if name in ("k2", "k4", "k8"):
+    if name in {f"k{k}" for k in PAPER_K}:
         k = int(name[1:])
-        return Arm(name, k_opt_label(k), ("transform=pkpo_sloo_minus_one", f"schedule.k_opt={k}"))
+        if k == 1:  # loo fixes k = 1
+            return Arm(name, k_opt_label(1), (f"transform={PAPER_TRANSFORMS[0]}",))
+        overrides = (f"transform={PAPER_TRANSFORMS[1]}", f"schedule.k_opt={k}")
+        return Arm(name, k_opt_label(k), overrides)
     if name in ("anneal", "anneal_loo"):
         start, end = ANNEAL_K
         overrides = (

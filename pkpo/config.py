@@ -18,16 +18,31 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from pkpo import schedules, transforms
+from pkpo.samplers import sampling_params
 from pkpo.trainers.update import check_batch_sizes
 
 CONF_DIR = str(importlib.resources.files("pkpo.conf"))
 """The shipped Hydra configs (the repository's ``conf/``, installed as ``pkpo.conf``)."""
 
 
+def store_transforms() -> None:
+    """Store every registered transform as the Hydra config ``transform=<name>``
+    (:meth:`pkpo.transforms.Spec.config`): the group needs no YAML. Runs when this module is
+    imported and again before each composition, so transforms that plugins register later
+    are options too (storing a name again replaces its node)."""
+    store = ConfigStore.instance()
+    for name in transforms.names():
+        store.store(group="transform", name=name, node=transforms.spec(name).config())
+
+
+store_transforms()
+
+
 def group_config(group: str, name: str) -> DictConfig:
     """The config ``<group>/<name>`` (e.g. ``"model", "tiny_arith_noisy"``) as ``pkpo-train``
     composes it, its defaults list resolved: a group config may inherit from another, so
     reading its file alone is not enough."""
+    store_transforms()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose("train", overrides=[f"{group}={name}"])[group]
 
@@ -39,6 +54,7 @@ class ConfigError(ValueError):
 def group_options(group: str) -> set[str] | None:
     """The options of config group ``group``: its YAML files under ``conf/<group>/`` and the
     nodes registered for it (every transform); None if there is no such group."""
+    store_transforms()
     folder, store = Path(CONF_DIR) / group, ConfigStore.instance()
     registered = group in store.repo
     if not folder.is_dir() and not registered:
@@ -90,7 +106,8 @@ def _real(cfg: DictConfig, key: str, low: float, high: float = float("inf"), ope
         raise ConfigError(f"{key} must be a number in {bracket}{low:g}, {high:g}], got {value!r}")
 
 
-# (key, lower bound, upper bound, lower bound excluded): the trainer's and sampler's numbers
+# (key, lower bound, upper bound, lower bound excluded): the trainer's numbers (the sampler's
+# have their home in SamplingParams)
 _REAL_RANGES = (
     ("trainer.lr", 0.0, float("inf"), True),
     ("trainer.weight_decay", 0.0, float("inf"), False),
@@ -98,7 +115,6 @@ _REAL_RANGES = (
     ("trainer.max_grad_norm", 0.0, float("inf"), True),
     ("trainer.kl_coef", 0.0, float("inf"), False),
     ("trainer.entropy_coef", 0.0, float("inf"), False),
-    ("sampler.top_p", 0.0, 1.0, True),
 )
 
 
@@ -131,12 +147,15 @@ def validate(cfg: DictConfig) -> None:
         _real(cfg, "score_timeout_s", 0.0, open_low=True)
     if cfg.eval.problems:
         _positive(cfg, "eval.n")
-    if cfg.sampler.max_new_tokens <= 0:
+    try:
+        params = sampling_params(cfg.sampler)  # each sampling value's range: SamplingParams
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"sampler.{e}") from None
+    if params.temperature == 0:  # the one rule of training's own
         raise ConfigError(
-            f"sampler.max_new_tokens must be positive, got {cfg.sampler.max_new_tokens}"
+            "sampler.temperature must be > 0 to train: the PPO loss divides the logits by it "
+            "(0, greedy decoding, is for evaluation only)"
         )
-    if not cfg.sampler.temperature > 0:
-        raise ConfigError(f"sampler.temperature must be > 0, got {cfg.sampler.temperature}")
     if any(k < 1 for k in cfg.k_eval):
         raise ConfigError(f"k_eval values must be >= 1, got {list(cfg.k_eval)}")
     name = cfg.transform.name

@@ -1,8 +1,9 @@
 """Unbiased estimators of pass@k / max_g@k and of their policy gradients.
 
-Pure math, no I/O. Every public function takes a numpy array or a torch tensor of
-rewards whose last axis holds one group of ``n`` samples of the same prompt, with any
-leading batch shape ``[..., n]``, and returns the same type on the same device.
+Pure math, no I/O. Every public function takes rewards whose last axis holds one group of
+``n`` samples of the same prompt, with any leading batch shape ``[..., n]``: a numpy array
+(or a list of numbers), computed with numpy, or a torch tensor, computed with torch on its
+device. The result is of the same kind. torch is never required (:mod:`pkpo.arrays`).
 
 Notation (paper §3): sort a group ascending, ``g_1 <= ... <= g_n`` (1-based), and let
 ``a_p = C(p-1, k-1) / C(n, k)`` be the weight of the p-th smallest reward in the
@@ -13,7 +14,8 @@ sums over the sorted rewards, so each call costs one sort plus O(n) per group
 Conventions and decisions:
 
 * Integer and boolean rewards are computed in float64 (the paper's Listing 1 would
-  truncate them); half precision is computed in float32 and cast back.
+  truncate them); half precision is computed in float32 and the result cast back, so a
+  floating input's dtype is the output's.
 * Equal rewards get bit-identical outputs: every tied run takes the value computed at
   the run's last sorted position, so the result never depends on how ties are ordered.
 * ``k`` must satisfy 1 <= k <= n: for k > n no unbiased estimator exists (Corollary 2).
@@ -23,18 +25,19 @@ from __future__ import annotations
 
 import functools
 import numbers
-from typing import TypeVar
 
 import numpy as np
-import torch
 
-Array = TypeVar("Array", np.ndarray, torch.Tensor)
+from pkpo import arrays
+from pkpo.arrays import Array
 
 __all__ = [
-    "as_float_tensor",
+    "as_float",
     "binary_weights",
     "check_binary",
+    "check_k",
     "pass_at_k",
+    "restore",
     "rho",
     "s",
     "sloo",
@@ -93,14 +96,9 @@ def _log_fail_products(n_max: int, k: int) -> np.ndarray:
 _TABLES = {"max": _max_weights, "offdiag": _offdiag_weights}
 
 
-@functools.lru_cache(maxsize=512)
-def _cached_weights(kind: str, n: int, k: int, dtype: torch.dtype, device: torch.device):
-    return torch.as_tensor(_TABLES[kind](n, k), dtype=dtype, device=device)
-
-
-def _weights(kind: str, n: int, k: int, like: torch.Tensor) -> torch.Tensor:
-    """A weight vector as a tensor on ``like``'s dtype and device, built once per (n, k)."""
-    return _cached_weights(kind, n, k, like.dtype, like.device)
+def _weights(kind: str, n: int, k: int, like: Array) -> Array:
+    """A weight vector in ``like``'s library, dtype and device, built once per (n, k)."""
+    return arrays.constant(_TABLES[kind], (n, k), like)
 
 
 # ----------------------------------------------------------------- input handling
@@ -122,51 +120,53 @@ def check_k(k: object, n: int, name: str) -> int:
     return k
 
 
-def as_float_tensor(
-    g: np.ndarray | torch.Tensor, name: str, check_finite: bool = True
-) -> tuple[torch.Tensor, bool]:
-    """Validate rewards ``g`` (``[..., n]``, numeric) and return (float tensor view of ``g``,
-    whether the input was numpy); errors name ``name`` and, for a non-finite reward, its group.
+def as_float(g: Array, name: str, check_finite: bool = True) -> tuple[Array, object]:
+    """Validate rewards ``g`` (``[..., n]``, numeric: a numpy array, a list of numbers or a
+    torch tensor) and return (``g`` as floats to compute with, the dtype of the result for
+    :func:`restore`); errors name ``name`` and, for a non-finite reward, its group.
 
-    Integers and bools become float64, half precision float32. ``check_finite=False`` is for
-    callers that sort first: ``_Sorted`` then only needs to look at the two ends of each
-    sorted group (NaN and +inf sort last, -inf first).
+    Integers and bools are computed in float64; half precision is computed in float32 and
+    its result cast back. ``check_finite=False`` is for callers that sort first: ``_Sorted``
+    then only needs to look at the two ends of each sorted group (NaN and +inf sort last,
+    -inf first).
     """
-    if isinstance(g, torch.Tensor):
-        t, is_numpy = g, False
-    elif isinstance(g, np.ndarray) or np.isscalar(g) or isinstance(g, list | tuple):
-        arr = np.asarray(g)
-        if arr.dtype.kind not in "biuf":
-            raise ValueError(
-                f"{name}: rewards must be numeric (bool, int or float), got dtype {arr.dtype}"
-            )
-        t, is_numpy = torch.from_numpy(np.ascontiguousarray(arr)), True
+    if arrays.is_tensor(g):
+        t, numeric = g, not g.is_complex()
+    elif isinstance(g, np.ndarray | list | tuple):
+        t = np.asarray(g)
+        numeric = t.dtype.kind in "biuf"
     else:
         raise ValueError(
-            f"{name}: rewards must be a numpy array or a torch tensor, got {type(g).__name__}"
+            f"{name}: rewards must be a numpy array, a list of numbers or a torch tensor, "
+            f"got {type(g).__name__}"
         )
-    if t.is_complex() or not (t.is_floating_point() or t.dtype == torch.bool or _is_int(t)):
+    if not numeric:
         raise ValueError(
             f"{name}: rewards must be numeric (bool, int or float), got dtype {t.dtype}"
         )
-    if t.dim() == 0:
+    if t.ndim == 0:
         raise ValueError(f"{name}: rewards must have shape [..., n]; got a scalar")
     if t.shape[-1] == 0:
         raise ValueError(f"{name}: the last axis (one group of n samples) is empty")
-    if not t.is_floating_point():
-        t = t.to(torch.float64)
-    elif t.dtype in (torch.float16, torch.bfloat16):
-        t = t.to(torch.float32)
+    xp = arrays.namespace(t)
+    dtype = arrays.float_dtype_of(t)
+    if dtype is None:  # bool or integer
+        dtype = xp.float64
+    compute = dtype if dtype in (xp.float64, xp.float32) else xp.float32  # half: float32
+    t = arrays.cast(t, compute)
     if check_finite:
         _check_finite(t, name)
-    return t, is_numpy
+    return t, dtype
 
 
-def _prepare(
-    g: np.ndarray | torch.Tensor, k: object, name: str, check_finite: bool = False
-) -> tuple[torch.Tensor, bool, int]:
-    t, is_numpy = as_float_tensor(g, name, check_finite)
-    return t, is_numpy, check_k(k, t.shape[-1], name)
+def restore(out: Array, dtype: object) -> Array:
+    """``out`` as the result dtype that :func:`as_float` returned with its input."""
+    return arrays.cast(out, dtype)
+
+
+def _prepare(g: Array, k: object, name: str, check_finite: bool = False):
+    t, dtype = as_float(g, name, check_finite)
+    return t, dtype, check_k(k, t.shape[-1], name)
 
 
 def _require_subsets_without_i(k: int, n: int, name: str) -> None:
@@ -177,14 +177,10 @@ def _require_subsets_without_i(k: int, n: int, name: str) -> None:
         )
 
 
-def _is_int(t: torch.Tensor) -> bool:
-    return not t.is_floating_point() and not t.is_complex() and t.dtype != torch.bool
-
-
-def _check_finite(t: torch.Tensor, name: str) -> None:
-    bad = ~torch.isfinite(t)
+def _check_finite(t: Array, name: str) -> None:
+    bad = ~arrays.namespace(t).isfinite(t)
     if bool(bad.any()):
-        flat = int(torch.nonzero(bad.reshape(-1))[0])
+        flat = arrays.first_true(bad)
         where = np.unravel_index(flat, tuple(t.shape))
         group = tuple(int(i) for i in where[:-1])
         value = t.reshape(-1)[flat].item()
@@ -194,34 +190,26 @@ def _check_finite(t: torch.Tensor, name: str) -> None:
         )
 
 
-def restore(out: torch.Tensor, like: np.ndarray | torch.Tensor, is_numpy: bool) -> Array:
-    """``out`` in the caller's type: numpy if the input was, else a tensor of the input's
-    floating dtype."""
-    if is_numpy:
-        return out.numpy()
-    if like.is_floating_point() and out.dtype != like.dtype:
-        return out.to(like.dtype)
-    return out
-
-
 # Up to this group size the sorted-space maps run as one cached n x n matmul and ties are
-# found with searchsorted: fewer kernel launches win while O(n^2) per group is small.
+# found with a batched binary search (torch): fewer kernel launches win while O(n^2) per
+# group is small.
 _DENSE_MAX_N = 128
 
 
 class _Sorted:
     """One group-wise ascending sort, shared by everything computed from it."""
 
-    def __init__(self, t: torch.Tensor, name: str):
+    def __init__(self, t: Array, name: str):
         self.input = t
         # Unstable is fine: ``unsort`` makes tied values bit-identical anyway.
-        self.values, self.order = torch.sort(t, dim=-1)
+        self.values, self.order = arrays.sort(t)
         # NaN and +inf sort last and -inf first, so the ends tell whether a group has a
         # non-finite reward (a finite difference that overflows only costs a full scan).
-        if not bool(torch.isfinite(self.values[..., -1] - self.values[..., 0]).all()):
+        spread = self.values[..., -1] - self.values[..., 0]
+        if not bool(arrays.namespace(t).isfinite(spread).all()):
             _check_finite(t, name)  # raises, naming the first offending group
 
-    def unsort(self, v: torch.Tensor) -> torch.Tensor:
+    def unsort(self, v: Array) -> Array:
         """Map values at sorted positions back to the caller's order.
 
         Every member of a run of equal rewards takes the value at the run's last sorted
@@ -230,38 +218,37 @@ class _Sorted:
         n = v.shape[-1]
         differs = self.values[..., 1:] != self.values[..., :-1]
         if bool(differs.all()):  # no ties (continuous rewards): a plain inverse permutation
-            return torch.empty_like(v).scatter_(-1, self.order, v)
+            return arrays.scatter(self.order, v)
         if n <= _DENSE_MAX_N:
-            last = torch.searchsorted(self.values, self.input, right=True) - 1
-            return torch.gather(v, -1, last)
-        is_last = torch.ones_like(self.values, dtype=torch.bool)
-        is_last[..., :-1] = differs
-        pos = torch.arange(n, device=v.device).expand_as(self.order)
-        run_end = torch.cummin(torch.where(is_last, pos, n).flip(-1), dim=-1).values.flip(-1)
-        v = torch.gather(v, -1, run_end)
-        return torch.empty_like(v).scatter_(-1, self.order, v)
+            last = arrays.last_of_run(self.values, self.input)
+            if last is not None:
+                return arrays.gather(v, last)
+        xp = arrays.namespace(v)
+        is_last = xp.concatenate([differs, xp.ones_like(differs[..., :1])], -1)
+        run_end = arrays.suffix_min(xp.where(is_last, arrays.positions(v), n))
+        return arrays.scatter(self.order, arrays.gather(v, run_end))
 
 
 # ----------------------------------------------------------------- computations
 
 
-def _rho_sorted(gs: torch.Tensor, k: int) -> torch.Tensor:
+def _rho_sorted(gs: Array, k: int) -> Array:
     """Eq. 12/14 on ascending-sorted rewards."""
     return gs @ _weights("max", gs.shape[-1], k, gs)
 
 
-def _s_sorted(gs: torch.Tensor, k: int) -> torch.Tensor:
+def _s_sorted(gs: Array, k: int) -> Array:
     """Eq. 19 on ascending-sorted rewards: ``s_i = a_i g_i + sum_{j>i} d_j g_j``."""
     n = gs.shape[-1]
     a = _weights("max", n, k, gs)
     d = _weights("offdiag", n, k, gs)
-    suffix = (gs * d).flip(-1).cumsum(-1).flip(-1)  # sum_{j>=i} d_j g_j
+    suffix = arrays.suffix_sum(gs * d)  # sum_{j>=i} d_j g_j
     out = gs * a
     out[..., :-1] += suffix[..., 1:]
     return out
 
 
-def _loo_rho_sorted(gs: torch.Tensor, k: int) -> torch.Tensor:
+def _loo_rho_sorted(gs: Array, k: int) -> Array:
     """``rho(g without sample i, k)`` for every sorted position i, in O(n) per group.
 
     Removing the i-th smallest leaves the samples below it at their sorted positions and
@@ -271,42 +258,37 @@ def _loo_rho_sorted(gs: torch.Tensor, k: int) -> torch.Tensor:
     n = gs.shape[-1]
     w = _weights("max", n - 1, k, gs)
     below = (gs[..., :-1] * w).cumsum(-1)  # below[..., m] = sum_{j<=m} a'_j g_j
-    above = (gs[..., 1:] * w).flip(-1).cumsum(-1).flip(-1)  # above[..., m] = sum_{j>m} ...
-    out = torch.zeros_like(gs)
+    above = arrays.suffix_sum(gs[..., 1:] * w)  # above[..., m] = sum_{j>m} ...
+    out = arrays.namespace(gs).zeros_like(gs)
     out[..., 1:] += below
     out[..., :-1] += above
     return out
 
 
-def _transform_sorted(gs: torch.Tensor, k: int, k_base: int | None, scale: float) -> torch.Tensor:
+def _transform_sorted(gs: Array, k: int, k_base: int | None, scale: float) -> Array:
     """``s(g, k) - scale * rho(g without i, k_base)`` on sorted rewards (``s`` alone if
     ``k_base`` is None). Linear in ``gs``: small groups use its matrix, built once."""
     n = gs.shape[-1]
     if n <= _DENSE_MAX_N:
-        return gs @ _dense_map(n, k, k_base, scale, gs.dtype, gs.device)
+        return gs @ arrays.constant(_dense_map, (n, k, k_base, scale), gs)
     out = _s_sorted(gs, k)
     return out if k_base is None else out - scale * _loo_rho_sorted(gs, k_base)
 
 
-@functools.lru_cache(maxsize=256)
-def _dense_map(
-    n: int, k: int, k_base: int | None, scale: float, dtype: torch.dtype, device: torch.device
-) -> torch.Tensor:
+def _dense_map(n: int, k: int, k_base: int | None, scale: float) -> np.ndarray:
     """The n x n matrix M with ``_transform_sorted(g) = g @ M``: the cumulative-sum path
     applied to the unit vectors (float64), so both paths compute the same function."""
-    eye = torch.eye(n, dtype=torch.float64)
+    eye = np.eye(n)
     out = _s_sorted(eye, k)
     if k_base is not None:
         out = out - scale * _loo_rho_sorted(eye, k_base)
-    return out.to(dtype=dtype, device=device)
+    return out
 
 
 # ----------------------------------------------------------------- public API
 
 
-def pass_at_k(
-    n: np.ndarray | torch.Tensor | int, c: np.ndarray | torch.Tensor | int, k: int
-) -> Array:
+def pass_at_k(n: Array | int, c: Array | int, k: int) -> Array:
     """Unbiased pass@k from c correct out of n samples (Eq. 3): ``1 - C(n-c, k) / C(n, k)``.
 
     Uses the product form ``C(n-c,k)/C(n,k) = prod_{i=n-c+1}^{n} (1 - k/i)`` as a difference
@@ -316,10 +298,10 @@ def pass_at_k(
     is one integer. Computed on the CPU (this is a metric, not a hot path).
     Raises ValueError for n < 1, c < 0, c > n, non-integer counts, or k > n.
     """
-    device = next((x.device for x in (n, c) if isinstance(x, torch.Tensor)), None)
+    tensor = next((x for x in (n, c) if arrays.is_tensor(x)), None)
     counts = []
     for label, x in (("n", n), ("c", c)):
-        arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        arr = arrays.to_numpy(x)
         if arr.dtype.kind not in "iuf" or not np.all(arr == np.round(arr)):
             raise ValueError(f"pass_at_k: {label} must hold whole numbers, got {arr!r}")
         counts.append(arr.astype(np.int64))
@@ -335,7 +317,9 @@ def pass_at_k(
     log_prod = _log_fail_products(n_max, k)
     log_ratio = (log_prod[nn] - log_prod[nn - cc]).astype(np.float64)
     out = np.where(nn - cc < k, 1.0, -np.expm1(log_ratio)) + 0.0  # + 0.0: no -0.0
-    return torch.as_tensor(out, device=device) if device is not None else out
+    if tensor is None:
+        return out
+    return arrays.namespace(tensor).as_tensor(out, device=tensor.device)
 
 
 def rho(g: Array, k: int) -> Array:
@@ -346,8 +330,8 @@ def rho(g: Array, k: int) -> Array:
     the Codex estimator ``1 - C(n-c, k)/C(n, k)`` of Eq. 3. k = 1 gives the mean; k = n the
     maximum; n = 1 (with k = 1) returns the reward itself.
     """
-    t, is_numpy, k = _prepare(g, k, "rho")
-    return restore(_rho_sorted(_Sorted(t, "rho").values, k), g, is_numpy)
+    t, dtype, k = _prepare(g, k, "rho")
+    return restore(_rho_sorted(_Sorted(t, "rho").values, k), dtype)
 
 
 def s(g: Array, k: int) -> Array:
@@ -358,8 +342,8 @@ def s(g: Array, k: int) -> Array:
     k = 1 reduces to ``g_i / n`` (plain REINFORCE, scaled by 1/n); k = n gives every sample
     ``max(g)``. For 0/1 rewards this equals ``binary_weights`` (Eq. 8).
     """
-    t, is_numpy, k = _prepare(g, k, "s")
-    return restore(_apply(t, "s", k, None, 0.0), g, is_numpy)
+    t, dtype, k = _prepare(g, k, "s")
+    return restore(_apply(t, "s", k, None, 0.0), dtype)
 
 
 def sloo(g: Array, k: int) -> Array:
@@ -374,10 +358,10 @@ def sloo(g: Array, k: int) -> Array:
     Raises ValueError for k = n: no size-k subset excludes i, so there is no baseline
     (use ``sloo_minus_one``, which covers k = n).
     """
-    t, is_numpy, k = _prepare(g, k, "sloo")
+    t, dtype, k = _prepare(g, k, "sloo")
     n = t.shape[-1]
     _require_subsets_without_i(k, n, "sloo")
-    return restore(_apply(t, "sloo", k, k, k / (n - 1)), g, is_numpy)
+    return restore(_apply(t, "sloo", k, k, k / (n - 1)), dtype)
 
 
 def sloo_centred(g: Array, k: int) -> Array:
@@ -389,10 +373,10 @@ def sloo_centred(g: Array, k: int) -> Array:
     k = 1 is exactly ``(g_i - mean_{j != i} g_j) / n``, the RLOO advantage over n.
     Raises ValueError for k = n, as ``sloo`` does.
     """
-    t, is_numpy, k = _prepare(g, k, "sloo_centred")
+    t, dtype, k = _prepare(g, k, "sloo_centred")
     n = t.shape[-1]
     _require_subsets_without_i(k, n, "sloo_centred")
-    return restore(_apply(t, "sloo_centred", k, k, k / n), g, is_numpy)
+    return restore(_apply(t, "sloo_centred", k, k, k / n), dtype)
 
 
 def sloo_minus_one(g: Array, k: int) -> Array:
@@ -404,28 +388,36 @@ def sloo_minus_one(g: Array, k: int) -> Array:
 
     Raises ValueError for k = 1: the baseline would be a maximum over k-1 = 0 samples.
     """
-    t, is_numpy, k = _prepare(g, k, "sloo_minus_one")
+    t, dtype, k = _prepare(g, k, "sloo_minus_one")
     if k == 1:
         raise ValueError(
             "sloo_minus_one: k=1 leaves a max over k-1=0 samples as baseline; for k=1 use "
             "sloo(g, 1), sloo_centred(g, 1) or the 'loo' transform (Eq. 26), which the paper "
             "uses for k_opt=1"
         )
-    return restore(_apply(t, "sloo_minus_one", k, k - 1, k / t.shape[-1]), g, is_numpy)
+    return restore(_apply(t, "sloo_minus_one", k, k - 1, k / t.shape[-1]), dtype)
 
 
-def check_binary(t: torch.Tensor, name: str, hint: str) -> None:
+def check_binary(t: Array, name: str, hint: str) -> None:
     """Raise a ValueError naming the first reward of ``t`` (``[..., n]``) that is not 0 or 1
     (NaN and inf included), its group index and sample, and ``hint``."""
     bad = (t != 0) & (t != 1)
     if bool(bad.any()):
-        flat = int(torch.nonzero(bad.reshape(-1))[0])
+        flat = arrays.first_true(bad)
         where = np.unravel_index(flat, tuple(t.shape))
         raise ValueError(
             f"{name}: reward {t.reshape(-1)[flat].item()} at group index "
             f"{tuple(int(i) for i in where[:-1])} is not 0 or 1 (sample {int(where[-1])}); "
             f"{hint}"
         )
+
+
+@functools.lru_cache(maxsize=256)
+def _wrong_weights(n: int, k: int) -> np.ndarray:
+    """``[n + 1]``: Eq. 47's ``k/n * rho(n-1, c, k-1)`` of an incorrect sample, by c = 0..n
+    (an incorrect sample sees the c correct ones among the other n-1; c = n has none)."""
+    c = np.minimum(np.arange(n + 1), n - 1)
+    return (k / n) * pass_at_k(n - 1, c, k - 1)
 
 
 def binary_weights(f: Array, k: int) -> Array:
@@ -435,21 +427,19 @@ def binary_weights(f: Array, k: int) -> Array:
     of correct samples (Eq. 46-47). For k = 1, ``rho(., ., 0) = 0`` and ``r_i = f_i / n``.
     Raises ValueError if any reward is not 0 or 1.
     """
-    t, is_numpy, k = _prepare(f, k, "binary_weights", check_finite=True)
+    t, dtype, k = _prepare(f, k, "binary_weights", check_finite=True)
     n = t.shape[-1]
     check_binary(t, "binary_weights", "use s() for continuous rewards")
-    c = t.sum(-1, keepdim=True).to(torch.float64)
+    xp = arrays.namespace(t)
     if k >= 2:
-        # An incorrect sample sees the c correct ones among the other n-1; when c = n no
-        # sample takes this branch, so clamping only keeps pass_at_k's domain valid.
-        wrong = pass_at_k(torch.full_like(c, n - 1), c.clamp(max=n - 1), k - 1).to(t.dtype)
+        wrong = arrays.constant(_wrong_weights, (n, k), t)[arrays.counts(t)][..., None]
     else:
-        wrong = torch.zeros_like(t)
-    out = (k / n) * torch.where(t == 1, torch.ones_like(t), wrong.expand_as(t))
-    return restore(out, f, is_numpy)
+        wrong = xp.zeros_like(t)
+    out = xp.where(t == 1, k / n, wrong)
+    return restore(out, dtype)
 
 
-def _apply(t: torch.Tensor, name: str, k: int, k_base: int | None, scale: float) -> torch.Tensor:
+def _apply(t: Array, name: str, k: int, k_base: int | None, scale: float) -> Array:
     """Sort, transform in sorted order (``_transform_sorted``), and map back."""
     srt = _Sorted(t, name)
     return srt.unsort(_transform_sorted(srt.values, k, k_base, scale))

@@ -15,7 +15,10 @@ A model config (``conf/model/*.yaml``) names where the weights come from:
 * ``source: pretrain``: a small Llama trained from scratch by ``pkpo.pretrain`` on the
   settings under ``pretrain`` (architecture, tokenizer, data, optimizer, seed), built ONCE
   into ``<cache>/models/<name>-<hash of those settings>/``: a changed setting builds anew.
-  A rebuild is bit-identical only on the same kind of CPU with the same thread count.
+  A rebuild is bit-identical only on the same kind of CPU with the same thread count. The
+  builder is an application beside the loop (it samples and scores the testbed's tasks), so
+  this module does not import it: importing ``pkpo.pretrain`` registers it
+  (:func:`register_builder`; ``pkpo-train`` does).
 * ``source: local``: a folder holding a Hugging Face checkpoint (``path``: absolute, relative
   to the working directory, or ``pkpo:<folder>`` inside the installed package, where the
   testbed's pinned start ships). ``sha256`` (optional) pins ``model.safetensors``: a folder
@@ -34,7 +37,7 @@ import importlib.metadata
 import importlib.resources
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -48,12 +51,40 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from pkpo import pretrain
 from pkpo.cache import WEIGHTS_FILE, build_once, cache_root, file_sha256
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("gguf_package", "hub", "pretrain", "local")
+
+
+@dataclass(frozen=True)
+class Builder:
+    """How ``source: pretrain`` models are made: ``check(settings)`` raises ValueError naming
+    a bad setting; ``build(name, settings)`` returns the checkpoint folder, building it once."""
+
+    check: Callable[[Mapping[str, Any] | None], None]
+    build: Callable[[str, Mapping[str, Any]], Path]
+
+
+_BUILDERS: dict[str, Builder] = {}
+
+
+def register_builder(source: str, builder: Builder) -> None:
+    """Make ``builder`` the one that loads models of ``source`` (``pkpo.pretrain`` registers
+    itself for ``pretrain``)."""
+    _BUILDERS[source] = builder
+
+
+def _builder(spec: ModelSpec) -> Builder:
+    if spec.source not in _BUILDERS:
+        raise ModelLoadError(
+            f"model={spec.name}: source={spec.source} models are built by pkpo.{spec.source}, "
+            f"which is not loaded; import pkpo.{spec.source} first (pkpo-train does)"
+        )
+    return _BUILDERS[spec.source]
+
+
 _CONVERTER_VERSION = 2  # bump to invalidate cached conversions (2: BOS as the GGUF asks)
 _OFFLINE_VALUES = {"1", "ON", "YES", "TRUE"}
 
@@ -142,8 +173,9 @@ def check_model(model_cfg: Mapping[str, Any]) -> None:
     if spec.source == "gguf_package":
         _check_gguf_package(spec)
     elif spec.source == "pretrain":
+        builder = _builder(spec)
         try:
-            pretrain.check_config(spec.pretrain)
+            builder.check(spec.pretrain)
         except ValueError as err:
             raise ModelLoadError(f"model={spec.name}: {err}") from err
     elif spec.source == "local":
@@ -220,8 +252,20 @@ def hf_offline() -> bool:
 
 def _check_hub(spec: ModelSpec) -> None:
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
 
-    cached = try_to_load_from_cache(spec.hub_id, "config.json", revision=spec.revision)
+    hub_id = spec.hub_id
+    if hub_id.startswith(("/", "./", "../", "~")) or Path(hub_id).expanduser().is_dir():
+        raise ModelLoadError(
+            f"model.hub_id={hub_id!r} is a path, not a hub id (namespace/name); for a model "
+            f"in a local folder use model.source=local model.path={hub_id}"
+        )
+    try:
+        cached = try_to_load_from_cache(hub_id, "config.json", revision=spec.revision)
+    except HFValidationError as err:
+        raise ModelLoadError(
+            f"model.hub_id={hub_id!r} is not a hub id (namespace/name): {err}"
+        ) from None
     if isinstance(cached, str):
         return
     if hf_offline():
@@ -264,7 +308,7 @@ def load_policy(
     if spec.source == "gguf_package":
         checkpoint = converted_checkpoint(spec)
     elif spec.source == "pretrain":
-        checkpoint = pretrain.cached_build(spec.name, spec.pretrain)
+        checkpoint = _builder(spec).build(spec.name, spec.pretrain)
     elif spec.source == "local":
         checkpoint = local_folder(spec)
     else:

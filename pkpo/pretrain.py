@@ -5,7 +5,8 @@ Everything it builds is a standard Hugging Face checkpoint: ``LlamaForCausalLM``
 ``LlamaConfig`` (``architecture``) and a character-level ``PreTrainedTokenizerFast`` made
 with the ``tokenizers`` library (one token per character of ``tokenizer.chars``, plus
 ``<pad>``, ``<bos>``, ``<eos>``, ``<unk>``; BOS before every text), both written with
-``save_pretrained``. ``pkpo.models`` builds it on first use (``source: pretrain``) and caches
+``save_pretrained``. Importing this module registers it with ``pkpo.models``
+(``register_builder``), which then builds it on first use (``source: pretrain``) and caches
 it under a hash of these settings (``config_key``).
 
 Training: next-token cross-entropy on the answer tokens (the completion and its EOS) of
@@ -42,7 +43,7 @@ from tokenizers import Tokenizer, decoders, processors
 from tokenizers.models import BPE
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from pkpo import metrics
+from pkpo import metrics, models
 from pkpo.cache import WEIGHTS_FILE, build_once, cache_root, file_sha256
 from pkpo.ppo import pad_batch
 from pkpo.prompts import encode_prompts
@@ -359,6 +360,10 @@ def cached_build(name: str, cfg: Mapping[str, Any]) -> Path:
     under a lock: ``pkpo.cache.build_once``)."""
     target = cache_root() / "models" / f"{name}-{config_key(cfg)}"
     return build_once(target, source_record(cfg), "training", lambda out: build(cfg, out))
+
+
+# ``source: pretrain`` models load through this module (pkpo.models does not import it)
+models.register_builder("pretrain", models.Builder(check_config, cached_build))
 
 
 def summary(report: Mapping[str, Any]) -> str:

@@ -91,12 +91,29 @@ def resolve_run(cfg: DictConfig, overrides: Sequence[str] = ()) -> RunFolder:
     return RunFolder(cfg, folder, lock, changes)
 
 
+RENAMED_TARGETS = {
+    "pkpo.trainers.local.LocalTrainer": "pkpo.trainers.local.local_trainer",
+    "pkpo.trainers.deepspeed.DeepSpeedTrainer": "pkpo.trainers.deepspeed.deepspeed_trainer",
+}
+"""The trainer factories' former class-like names, which run folders written by 0.2.0 name."""
+
+
+def saved_config(path: Path) -> DictConfig:
+    """A run folder's ``config.yaml``, with a trainer ``_target_`` renamed since it was
+    written (:data:`RENAMED_TARGETS`) given its current name, so old runs resume."""
+    saved = OmegaConf.load(path)
+    target = OmegaConf.select(saved, "trainer._target_")
+    if target in RENAMED_TARGETS:
+        saved.trainer._target_ = RENAMED_TARGETS[target]
+    return saved
+
+
 def _run_config(
     cfg: DictConfig, folder: Path, overrides: Sequence[str], *, write: bool
 ) -> tuple[DictConfig, dict[str, list[Any]]]:
     """:func:`resolve_run`'s config and allowed changes, read and written under the lock."""
     saved_path = folder / "config.yaml"
-    saved = OmegaConf.load(saved_path) if saved_path.exists() else None
+    saved = saved_config(saved_path) if saved_path.exists() else None
     if cfg.resume:
         wanted = with_overrides(saved, cfg, overrides)
     else:

@@ -38,7 +38,16 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from pkpo import checkpoint, config, metrics, models, plugins, rundir, transforms
+from pkpo import (
+    checkpoint,
+    config,
+    metrics,
+    models,
+    plugins,
+    pretrain,  # noqa: F401 - registers the builder of `source: pretrain` models
+    rundir,
+    transforms,
+)
 from pkpo.config import CONF_DIR
 from pkpo.logger import SCHEMA_VERSION, EventLog
 from pkpo.prompts import encode_prompts
@@ -47,7 +56,7 @@ from pkpo.rollouts import ScoredRollout, sample_and_score
 from pkpo.samplers import sampling_params
 from pkpo.scoring import Scorer
 from pkpo.tasks.base import Problem
-from pkpo.trainers.base import Rollout
+from pkpo.trainers.base import PPOBatch
 
 log = logging.getLogger("pkpo.train")
 
@@ -209,7 +218,7 @@ class Run:
             )
         all_advantages = torch.from_numpy(self.trainer.gather(advantages.numpy()))
         flat = [c for group in completions for c in group]
-        batch = Rollout(
+        batch = PPOBatch(
             prompt_ids=[c.prompt_ids for c in flat],
             completion_ids=[c.token_ids for c in flat],
             advantages=advantages.reshape(-1).float(),
@@ -371,6 +380,29 @@ def dry_run(
     )
 
 
+def _remove_hydra_files() -> None:
+    """Remove what Hydra wrote before the job (its ``.hydra/`` configs and the job's log)
+    and then the run folder and its dated parents where that leaves them empty: a dry run
+    writes no run folder. Nothing else is touched (``hydra.run.dir`` may name any folder)."""
+    if not HydraConfig.initialized():
+        return
+    hydra = HydraConfig.get()
+    folder = Path(hydra.runtime.output_dir)
+    if hydra.output_subdir is not None:
+        for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+            (folder / hydra.output_subdir / name).unlink(missing_ok=True)
+    (folder / f"{hydra.job.name}.log").unlink(missing_ok=True)
+    stop = Path.cwd().resolve()
+    subdir = [] if hydra.output_subdir is None else [folder / hydra.output_subdir]
+    for empty in (*subdir, folder, *folder.parents):
+        if empty.resolve() == stop:
+            break
+        try:
+            empty.rmdir()
+        except OSError:  # not empty: someone else's files stay
+            break
+
+
 def run(
     cfg: DictConfig,
     overrides: Sequence[str] = (),
@@ -387,7 +419,10 @@ def run(
     """
     config.validate(cfg)
     if cfg.dry_run:
-        dry_run(cfg, check_model)
+        try:
+            dry_run(cfg, check_model)
+        finally:
+            _remove_hydra_files()
         return None
     folder = resolve_run(cfg, overrides)
     try:
@@ -448,6 +483,7 @@ def main() -> None:
     ``resume=<folder>``, in that folder)."""
     try:
         plugins.load()
+        config.store_transforms()  # the plugins' transforms are options of `transform`
         config.check_group_choices(sys.argv[1:])
     except (plugins.PluginError, config.ConfigError) as err:
         print(f"pkpo-train: error: {err}", file=sys.stderr, flush=True)

@@ -7,9 +7,9 @@ project needs to know about it (:class:`Spec`): whether it reads k_opt or stands
 fixed k, the scale its advantages carry, whether it needs binary rewards and how many
 samples, what its gradient estimates on the toy problem, and how its runs are labelled.
 Its Hydra config ``transform=<name>`` (``name``, ``scale`` and the ``fixed_k`` that the
-constant schedule defaults to), the sweep's arm, the toy's target, the adapters' k and
-the analysis labels are all derived from that spec, so adding a transform is one
-decorated function.
+constant schedule defaults to: :meth:`Spec.config`, stored by :mod:`pkpo.config`), the
+sweep's arm, the toy's target, the adapters' k and the analysis labels are all derived
+from that spec, so adding a transform is one decorated function.
 
 Scale: ``loo`` (Eq. 26) is on the reward scale, while the PKPO transforms inherit the
 ``k/n`` scale of ``s`` (Eq. 19). This is the paper's setup (k_opt = 1 runs use plain LOO),
@@ -30,12 +30,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from hydra.core.config_store import ConfigStore
 
+from pkpo import arrays
 from pkpo import estimators as E
 
-Rewards = np.ndarray | torch.Tensor
+Rewards = arrays.Array
+"""A numpy array (or a list of numbers) or a torch tensor of shape ``[..., n]``."""
 Transform = Callable[[Rewards, int], Rewards]
 
 SCALES = ("paper", "loo")
@@ -82,8 +82,8 @@ class Spec:
     ``min_n``: the fewest samples per group it accepts. ``gradient``: what its gradient
     estimates (the toy problem's target); None if no exact statement is made.
     ``label``: the analysis label of its runs whatever their k_opt (``tang``, ``grpo``);
-    None labels them ``k_opt=K [name]``. ``paper``: one of the paper's own transforms,
-    whose ``k_opt=K`` labels carry no ``[name]``.
+    None labels them ``k_opt=K [name]`` (the paper's own transforms, ``pkpo.arms``'s
+    ``PAPER_TRANSFORMS``, without the ``[name]``).
     """
 
     name: str
@@ -94,7 +94,6 @@ class Spec:
     min_n: int = 1
     gradient: Gradient | None = None
     label: str | None = None
-    paper: bool = False
 
     @property
     def uses_k(self) -> bool:
@@ -128,7 +127,6 @@ def register(
     min_n: int = 1,
     gradient: Gradient | None = None,
     label: str | None = None,
-    paper: bool = False,
 ) -> Callable[[Transform], Transform]:
     """Decorator: make ``fn(rewards, k) -> advantages`` available as ``transform(name, ...)``
     and as the config ``transform=<name>``; the keywords are the :class:`Spec`'s fields."""
@@ -138,10 +136,8 @@ def register(
     def wrap(fn: Transform) -> Transform:
         if name in _REGISTRY:
             raise ValueError(f"transform {name!r} is already registered")
-        spec = Spec(name, fn, fixed_k, carries, binary_only, min_n, gradient, label, paper)
+        spec = Spec(name, fn, fixed_k, carries, binary_only, min_n, gradient, label)
         _REGISTRY[name] = spec
-        # the config group `transform` needs no YAML: each transform's node comes from here
-        ConfigStore.instance().store(group="transform", name=name, node=spec.config())
         return fn
 
     return wrap
@@ -173,7 +169,8 @@ def transform(name: str, rewards: Rewards, k: int, scale: str = "paper") -> Rewa
     """Advantages ``[B, n]`` from rewards ``[B, n]`` (any ``[..., n]``) with transform ``name``.
 
     ``k`` is k_opt; transforms that do not use it (``uses_k(name)`` is False) ignore it.
-    ``scale``: ``paper`` (as published) or ``loo`` (:func:`rescale`).
+    ``scale``: ``paper`` (as published) or ``loo`` (:func:`rescale`). The result is of the
+    rewards' kind (numpy or torch) and floating dtype (float64 for integers and bools).
     """
     return rescale(get(name)(rewards, k), name, k, scale)
 
@@ -208,23 +205,35 @@ def rescale(advantages: Rewards, name: str, k: int, scale: str) -> Rewards:
     return advantages / carried_scale(name, advantages.shape[-1], k)
 
 
-def _binary(rewards: Rewards, name: str) -> tuple[torch.Tensor, bool]:
-    """``as_float_tensor`` plus a check that every reward is 0 or 1, naming the first other
+def _binary(rewards: Rewards, name: str) -> tuple[Rewards, object]:
+    """``as_float`` plus a check that every reward is 0 or 1, naming the first other
     (NaN and inf included, so no separate finiteness pass)."""
-    t, is_numpy = E.as_float_tensor(rewards, name, check_finite=False)
+    t, dtype = E.as_float(rewards, name, check_finite=False)
     E.check_binary(t, name, f"{name} is defined for binary (pass/fail) rewards only")
-    return t, is_numpy
+    return t, dtype
 
 
-def _centre(t: torch.Tensor) -> torch.Tensor:
+def _centre(t: Rewards) -> Rewards:
     """``t - mean(t)`` per group, the mean taken of ``t - t[..., :1]``: a constant group
     then centres to exact zeros (a plain mean can miss by an ulp, which GRPO's 1/(std+eps)
     would blow up to ~1e-10)."""
     shifted = t - t[..., :1]
-    return shifted - shifted.mean(-1, keepdim=True)
+    return shifted - shifted.mean(-1, keepdims=True)
 
 
-def _need_n(t: torch.Tensor, n_min: int, name: str, why: str) -> int:
+def _homogeneous(f: Callable[[Rewards], Rewards], t: Rewards) -> Rewards:
+    """``f(t)`` for an ``f`` with ``f(c t) = c f(t)``; where it overflows in between (a group
+    sum or difference of rewards near 1e308), ``f`` of the group divided by a power of two
+    (exact: :func:`pkpo.arrays.power_of_two_scale`), times it."""
+    with np.errstate(over="ignore", invalid="ignore"):  # numpy's warning: handled here
+        out = f(t)
+    if bool(arrays.namespace(out).isfinite(out).all()):
+        return out
+    scale = arrays.power_of_two_scale(t)
+    return f(t / scale) * scale
+
+
+def _need_n(t: Rewards, n_min: int, name: str, why: str) -> int:
     n = t.shape[-1]
     if n < n_min:
         raise ValueError(f"{name}: needs n >= {n_min} samples per group ({why}); got n={n}")
@@ -245,16 +254,16 @@ N_PASS1 = Gradient(1, float, "n ∇max_g@1")
 @register("raw", fixed_k=1, gradient=N_PASS1)
 def raw(rewards: Rewards, k: int) -> Rewards:
     """The rewards themselves (REINFORCE without a baseline), as floats."""
-    t, is_numpy = E.as_float_tensor(rewards, "raw")
-    return E.restore(t.clone(), t, is_numpy)
+    t, dtype = E.as_float(rewards, "raw")
+    return E.restore(arrays.copy(t), dtype)
 
 
-@register("loo", fixed_k=1, min_n=2, gradient=N_PASS1, paper=True)
+@register("loo", fixed_k=1, min_n=2, gradient=N_PASS1)
 def loo(rewards: Rewards, k: int) -> Rewards:
     """Eq. 26: ``g_i - mean_{j != i} g_j``, the paper's k_opt = 1 baseline. Needs n >= 2."""
-    t, is_numpy = E.as_float_tensor(rewards, "loo")
+    t, dtype = E.as_float(rewards, "loo")
     n = _need_n(t, 2, "loo", "to leave one out")
-    return E.restore(t - (t.sum(-1, keepdim=True) - t) / (n - 1), t, is_numpy)
+    return E.restore(_homogeneous(lambda x: x - (x.sum(-1, keepdims=True) - x) / (n - 1), t), dtype)
 
 
 def _eq19_scale(n: int, k: int) -> float:
@@ -273,10 +282,11 @@ def pkpo_sloo(rewards: Rewards, k: int) -> Rewards:
     carries=lambda n, k: 1.0 if k == 1 else _eq19_scale(n, k),
     min_n=2,
     gradient=PASS_K,
-    paper=True,
 )
 def pkpo_sloo_minus_one(rewards: Rewards, k: int) -> Rewards:
     """The paper's PKPO: Eq. 33 (``estimators.sloo_minus_one``) for k >= 2, ``loo`` for k = 1."""
+    t, dtype = E.as_float(rewards, "pkpo_sloo_minus_one", check_finite=False)
+    k = E.check_k(k, t.shape[-1], "pkpo_sloo_minus_one")
     return loo(rewards, k) if k == 1 else E.sloo_minus_one(rewards, k)
 
 
@@ -289,7 +299,8 @@ def pkpo_sloo_centred(rewards: Rewards, k: int) -> Rewards:
 @register("tang", fixed_k="n", min_n=2, gradient=PASS_N, label="tang")
 def tang(rewards: Rewards, k: int) -> Rewards:
     """Tang et al. (2025): ``sloo_minus_one`` with k = n (pass@n); ``k`` is ignored."""
-    return E.sloo_minus_one(rewards, rewards.shape[-1])
+    t, dtype = E.as_float(rewards, "tang", check_finite=False)
+    return E.restore(E.sloo_minus_one(t, t.shape[-1]), dtype)
 
 
 # ------------------------------------------------------- other published estimators
@@ -319,14 +330,14 @@ def maxpo(rewards: Rewards, k: int) -> Rewards:
     unbiased estimator exists (n = k = 2: ``c_1(g_2) + c_2(g_1) = 2 max(g_1, g_2)`` has no
     solution), so k = n raises ValueError.
     """
-    t, is_numpy = E.as_float_tensor(rewards, "maxpo")  # so a bad reward names maxpo
+    t, dtype = E.as_float(rewards, "maxpo")  # so a bad reward names maxpo
     E.check_k(k, t.shape[-1], "maxpo")
     if k == t.shape[-1]:
         raise ValueError(
             f"maxpo: k=n={k} leaves no size-k subset without sample i, and at k = n no "
             "exactly centred unbiased baseline exists; use k < n, or tang/grpo_passk for k = n"
         )
-    return E.restore(E.sloo_centred(t, k), t, is_numpy)
+    return E.restore(E.sloo_centred(t, k), dtype)
 
 
 @register("maxrl", fixed_k="n", binary_only=True, label="maxrl")
@@ -343,11 +354,12 @@ def maxrl(rewards: Rewards, k: int) -> Rewards:
     paper's estimator: the bias is ``-n (1-p)^(n-1) grad p`` (tests enumerate it exactly).
     ``k`` is not used: MaxRL's objective is fixed by n.
     """
-    t, is_numpy = _binary(rewards, "maxrl")
-    mean = t.mean(-1, keepdim=True)
-    safe = torch.where(mean > 0, mean, torch.ones_like(mean))
-    out = torch.where(mean > 0, (t - mean) / safe, torch.zeros_like(t))
-    return E.restore(out, t, is_numpy)
+    t, dtype = _binary(rewards, "maxrl")
+    xp = arrays.namespace(t)
+    mean = t.mean(-1, keepdims=True)
+    safe = xp.where(mean > 0, mean, xp.ones_like(mean))
+    out = xp.where(mean > 0, (t - mean) / safe, xp.zeros_like(t))
+    return E.restore(out, dtype)
 
 
 @register("passk_training", binary_only=True)
@@ -367,11 +379,11 @@ def passk_training(rewards: Rewards, k: int) -> Rewards:
     bias). Groups with rho in {0, 1} get zeros. k = 1 is GRPO with the population std (ddof = 0).
     Needs 1 <= k <= n; raises ValueError for non-binary rewards.
     """
-    t, is_numpy = _binary(rewards, "passk_training")
+    t, dtype = _binary(rewards, "passk_training")
     k = E.check_k(k, t.shape[-1], "passk_training")  # before the cache: 2.0 hashes as 2
-    table = torch.as_tensor(_passk_training_table(t.shape[-1], k)).to(t)
-    correct, wrong = table[t.sum(-1).long()].unbind(-1)  # each [...], by c
-    return E.restore(wrong.unsqueeze(-1) + t * (correct - wrong).unsqueeze(-1), t, is_numpy)
+    by_c = arrays.constant(_passk_training_table, (t.shape[-1], k), t)[arrays.counts(t)]
+    correct, wrong = by_c[..., :1], by_c[..., 1:]  # each [..., 1]
+    return E.restore(wrong + t * (correct - wrong), dtype)
 
 
 @functools.lru_cache(maxsize=256)
@@ -407,11 +419,17 @@ def grpo(rewards: Rewards, k: int) -> Rewards:
     std is a function of the whole group, so the expected update is not a fixed multiple
     of the pass@1 gradient (docs/estimators.md: measured bias). Needs n >= 2.
     """
-    t, is_numpy = E.as_float_tensor(rewards, "grpo")
+    t, dtype = E.as_float(rewards, "grpo")
     n = _need_n(t, 2, "grpo", "for the sample std")
-    centred = _centre(t)
-    std = (centred.square().sum(-1, keepdim=True) / (n - 1)).sqrt()
-    return E.restore(centred / (std + STD_EPS), t, is_numpy)
+    xp = arrays.namespace(t)
+    with np.errstate(over="ignore", invalid="ignore"):  # numpy's warning: handled below
+        centred, eps = _centre(t), STD_EPS
+        squares = (centred * centred).sum(-1, keepdims=True)
+    if not bool(xp.isfinite(squares).all()):  # |g| past ~1e154: z-score the scaled group
+        scale = arrays.power_of_two_scale(t)
+        centred, eps = _centre(t / scale), STD_EPS / scale
+        squares = (centred * centred).sum(-1, keepdims=True)
+    return E.restore(centred / (xp.sqrt(squares / (n - 1)) + eps), dtype)
 
 
 @register(
@@ -423,8 +441,8 @@ def dr_grpo(rewards: Rewards, k: int) -> Rewards:
     Equals ``(n-1)/n * loo``; its expected update is exactly (n-1) times the pass@1 (mean
     reward) gradient. n = 1 gives 0.
     """
-    t, is_numpy = E.as_float_tensor(rewards, "dr_grpo")
-    return E.restore(_centre(t), t, is_numpy)
+    t, dtype = E.as_float(rewards, "dr_grpo")
+    return E.restore(_homogeneous(_centre, t), dtype)
 
 
 @register("grpo_passk", fixed_k="n", min_n=2, gradient=PASS_N, label="grpo_passk")
@@ -437,8 +455,10 @@ def grpo_passk(rewards: Rewards, k: int) -> Rewards:
     tied sample is "best" does not matter. This is exactly ``tang`` on any rewards,
     ``max g - max_{j != i} g_j``. Needs n >= 2.
     """
-    t, is_numpy = E.as_float_tensor(rewards, "grpo_passk")
+    t, dtype = E.as_float(rewards, "grpo_passk")
     _need_n(t, 2, "grpo_passk", "for a second-best sample")
-    top, where = torch.topk(t, 2, dim=-1)
-    out = torch.zeros_like(t).scatter_(-1, where[..., :1], top[..., :1] - top[..., 1:])
-    return E.restore(out, t, is_numpy)
+    top = arrays.sort(t)[0][..., -2:]  # (second largest, largest)
+    gap = top[..., 1:] - top[..., :1]
+    # a tied maximum has gap 0, so marking every sample equal to it is marking the best one
+    out = arrays.namespace(t).where(t == top[..., 1:], gap, 0.0 * gap)
+    return E.restore(out, dtype)

@@ -11,19 +11,20 @@ from pathlib import Path
 import pytest
 import torch
 
-# The real datasets the tests read: ../shared/data beside the clone, as CI lays it out,
-# unless $PKPO_DATA (where the tasks look) names another copy.
-SHARED_DATA = Path(
-    os.environ.setdefault("PKPO_DATA", str(Path(__file__).parents[1] / ".." / "shared" / "data"))
-).resolve()
+# The real datasets the tests read: where $PKPO_DATA (where the tasks look) names them; CI
+# sets it to the copies it lays out beside the clone.
+SHARED_DATA = (
+    Path(os.environ.get("PKPO_DATA", "")).resolve() if os.environ.get("PKPO_DATA") else None
+)
 
 
 def pytest_collection_modifyitems(config, items):
-    """Skip ``shared_data`` tests, saying why, on a clone without the shared datasets."""
-    if SHARED_DATA.is_dir():
+    """Skip ``shared_data`` tests, saying why, where $PKPO_DATA names no datasets folder."""
+    if SHARED_DATA is not None and SHARED_DATA.is_dir():
         return
+    where = f"at {SHARED_DATA}" if SHARED_DATA is not None else "named ($PKPO_DATA is unset)"
     skip = pytest.mark.skip(
-        reason=f"no datasets at {SHARED_DATA}: put ../shared beside the clone (as CI does)"
+        reason=f"no datasets {where}: set PKPO_DATA to the MATH/GSM8K/MBPP copies (CI does)"
     )
     for item in items:
         if "shared_data" in item.keywords:

@@ -4,6 +4,8 @@ composed by Hydra and read back by the analysis, give the same label."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from pkpo.arms import SWEEP_ARMS, ArmConfig, arm_label, sweep_arm
@@ -102,3 +104,29 @@ def test_arms_sort_by_kind_then_k() -> None:
     assert labels == [
         "k_opt=1", "k_opt=2", "k_opt=16", "tang", "EntropyReg (0.01)", "annealed (8→1)", "grpo"
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "line"),
+    [
+        (
+            "loo-k4",
+            "arm 'loo-k4': transform loo fixes k (k = 1) and ignores k_opt; name the arm 'loo'",
+        ),
+        ("tang-k2", "arm 'tang-k2': transform tang fixes k (k = n) and ignores k_opt"),
+        ("grpo-k8", "arm 'grpo-k8': transform grpo fixes k (k = 1)"),
+    ],
+)
+def test_a_k_for_a_transform_that_fixes_k_is_refused(name: str, line: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(line)):
+        sweep_arm(name, 10)
+
+
+def test_the_paper_s_arms_are_the_sweep_s_default_and_the_tables_rows() -> None:
+    from pkpo.analysis.tables import PAPER_ROWS as table_rows
+    from pkpo.arms import PAPER_ROWS
+
+    assert PAPER_ROWS == ("k_opt=1", "k_opt=2", "k_opt=4", "k_opt=8", "tang", "EntropyReg")
+    assert table_rows is PAPER_ROWS
+    swept = [sweep_arm(name, 10).label for name in SWEEP_ARMS if name[1:].isdigit()]
+    assert swept == list(PAPER_ROWS[:4])

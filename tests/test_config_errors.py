@@ -109,3 +109,41 @@ def test_a_plugin_that_cannot_be_imported_gets_one_line(tmp_path) -> None:
         "pkpo-train: error: PKPO_PLUGINS: cannot import 'no_such_plugin_module': "
         "No module named 'no_such_plugin_module'"
     ]
+
+
+@pytest.mark.slow
+def test_a_dry_run_leaves_no_run_folder_and_keeps_what_was_there(tmp_path) -> None:
+    args = [sys.executable, "-m", "pkpo.train", "experiment=tiny_arith_noisy", "dry_run=true"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []  # Hydra's runs/<date>/<time>_... is gone
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("kept")
+    done = subprocess.run(
+        [*args, "hydra.run.dir=mine"], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "mine",
+        "mine/notes.txt",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("override", "line"),
+    [
+        ("sampler.top_p=2", "sampler.top_p must be in (0, 1], got 2.0"),
+        ("sampler.temperature=-1", "sampler.temperature must be >= 0 (0 = greedy), got -1.0"),
+        ("sampler.temperature=0", "sampler.temperature must be > 0 to train: the PPO loss"),
+        ("sampler.temperature=abc", "sampler.temperature must be a number, got 'abc'"),
+        ("sampler.max_new_tokens=2.5", "sampler.max_new_tokens must be an integer, got 2.5"),
+        ("sampler.max_new_tokens=0", "sampler.max_new_tokens must be >= 1, got 0"),
+    ],
+)
+def test_sampling_values_are_checked_by_sampling_params_and_named_by_key(override, line) -> None:
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=config.CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=tiny_arith_noisy", override])
+    with pytest.raises(config.ConfigError, match=re.escape(line)):
+        config.validate(cfg)

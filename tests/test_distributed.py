@@ -1,5 +1,5 @@
 """Group-aware data parallelism: 2 gloo processes with real DeepSpeed ZeRO-2 and ZeRO-3
-engines (torch AdamW, tiny Llama) against the single-process LocalTrainer on the same batch
+engines (torch AdamW, tiny Llama) against the single-process local_trainer on the same batch
 (advantages, gradients, updates, statistics); DeepSpeed checkpoints (an exact resume, and a
 save killed mid-way); the pure helpers.
 """
@@ -20,7 +20,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from pkpo import distributed
-from pkpo.trainers.base import Rollout
+from pkpo.trainers.base import PPOBatch
 from pkpo.transforms import transform
 
 B, N, K_OPT, TRANSFORM = 4, 4, 2, "pkpo_sloo_minus_one"
@@ -147,10 +147,10 @@ def step_batch() -> tuple[list[list[int]], list[list[list[int]]], np.ndarray]:
     return prompts, comps, rewards
 
 
-def rollout_of(groups: list[int], advantages: torch.Tensor) -> Rollout:
+def rollout_of(groups: list[int], advantages: torch.Tensor) -> PPOBatch:
     """The loop's flat rollout of ``groups`` (see pkpo.train.Run.train_step)."""
     prompts, comps, _ = step_batch()
-    return Rollout(
+    return PPOBatch(
         prompt_ids=[prompts[g] for g in groups for _ in range(N)],
         completion_ids=[c for g in groups for c in comps[g]],
         advantages=advantages.reshape(-1).float(),
@@ -200,12 +200,12 @@ def _rank_main(rank: int, world: int, port: int, out_dir: str) -> None:
         MASTER_PORT=str(port),
     )
     torch.set_num_threads(1)
-    from pkpo.trainers.deepspeed import DeepSpeedTrainer
+    from pkpo.trainers.deepspeed import deepspeed_trainer
 
     _, _, rewards = step_batch()
     results: dict = {}
     for name, (stage, setting) in RUNS.items():
-        trainer = DeepSpeedTrainer(tiny_llama(), zero_stage=stage, **COMMON, **SETTINGS[setting])
+        trainer = deepspeed_trainer(tiny_llama(), zero_stage=stage, **COMMON, **SETTINGS[setting])
         mine = trainer.shard(list(range(B)))
         advantages = transform(TRANSFORM, torch.from_numpy(rewards[mine]), K_OPT)
         grads: list[torch.Tensor] = []
@@ -233,7 +233,7 @@ def _rank_main(rank: int, world: int, port: int, out_dir: str) -> None:
         (ckpt / "ds_step999" / "mp_rank_00_model_states.pt").write_bytes(b"truncated")
     distributed.barrier()
     stage, setting = RUNS["A_zero3"]
-    other = DeepSpeedTrainer(tiny_llama(), zero_stage=stage, **COMMON, **SETTINGS[setting])
+    other = deepspeed_trainer(tiny_llama(), zero_stage=stage, **COMMON, **SETTINGS[setting])
     loaded = other.load(ckpt)
     with other.gathered_weights():
         restored = flat_params(other.model)
@@ -262,11 +262,11 @@ def _rank_main(rank: int, world: int, port: int, out_dir: str) -> None:
 
 
 def single_process(setting: dict) -> dict:
-    """The same batch through LocalTrainer on one process."""
-    from pkpo.trainers.local import LocalTrainer
+    """The same batch through local_trainer on one process."""
+    from pkpo.trainers.local import local_trainer
 
     _, _, rewards = step_batch()
-    trainer = LocalTrainer(tiny_llama(), device="cpu", **COMMON, **setting)
+    trainer = local_trainer(tiny_llama(), device="cpu", **COMMON, **setting)
     advantages = transform(TRANSFORM, torch.from_numpy(rewards), K_OPT)
     grads: list[torch.Tensor] = []
     handle = record_steps(1, grads)
@@ -336,9 +336,9 @@ def _saver(ckpt: str, port: int) -> None:
     """Update, print the checksum it is about to save, save: until killed."""
     os.environ.update(MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    from pkpo.trainers.deepspeed import DeepSpeedTrainer
+    from pkpo.trainers.deepspeed import deepspeed_trainer
 
-    trainer = DeepSpeedTrainer(tiny_llama(hidden=128), **COMMON, **SETTINGS["B"])
+    trainer = deepspeed_trainer(tiny_llama(hidden=128), **COMMON, **SETTINGS["B"])
     _, _, rewards = step_batch()
     advantages = transform(TRANSFORM, torch.from_numpy(rewards), K_OPT)
     for step in range(KILL_SAVES):
@@ -349,9 +349,9 @@ def _saver(ckpt: str, port: int) -> None:
 
 def _loader(ckpt: str, port: int, queue) -> None:
     os.environ.update(MASTER_PORT=str(port))
-    from pkpo.trainers.deepspeed import DeepSpeedTrainer
+    from pkpo.trainers.deepspeed import deepspeed_trainer
 
-    trainer = DeepSpeedTrainer(tiny_llama(hidden=128, seed=3), **COMMON, **SETTINGS["B"])
+    trainer = deepspeed_trainer(tiny_llama(hidden=128, seed=3), **COMMON, **SETTINGS["B"])
     extra = trainer.load(Path(ckpt))
     queue.put((extra["step"], float(flat_params(trainer.model).double().sum())))
 

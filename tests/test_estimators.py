@@ -368,3 +368,10 @@ def test_dense_and_cumsum_paths_match_reference(n):
                 continue
             got, want = getattr(E, name)(g, k), getattr(R, name)(g, k)
             np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, err_msg=f"{name} k={k}")
+
+
+@pytest.mark.parametrize("fn", [E.rho, E.s])
+@pytest.mark.parametrize("scalar", [3.0, np.float64(3.0), np.array(3.0)])
+def test_a_scalar_is_not_a_group_of_rewards(fn, scalar) -> None:
+    with pytest.raises(ValueError, match=r"rewards must (be a numpy array|have shape)"):
+        fn(scalar, 1)

@@ -297,3 +297,14 @@ def test_two_steps_from_a_local_checkpoint_folder(tmp_path, backend):
     assert [e["step"] for e in events if e["event"] == "train"] == [0, 1]
     saved = OmegaConf.load(run_dir / "config.yaml")
     assert saved.model.source == "local" and saved.model.path == str(folder)
+
+
+def test_a_run_folder_naming_the_former_trainer_factories_resumes_with_the_new_ones() -> None:
+    from hydra.utils import get_method
+
+    from pkpo.resume import saved_config
+    from pkpo.trainers.local import local_trainer
+
+    fixture = Path(__file__).parent / "fixtures" / "runs" / "k1_s1" / "config.yaml"
+    assert "pkpo.trainers.local.LocalTrainer" in fixture.read_text()  # written by 0.2.0
+    assert get_method(saved_config(fixture).trainer._target_) is local_trainer

@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 import importlib.metadata
 import multiprocessing
+import subprocess
+import sys
 from pathlib import Path
 
 import gguf
@@ -181,6 +183,19 @@ def test_unknown_hub_id_offline(monkeypatch):
     message = str(err.value)
     assert message.startswith("model=nohub: hub id pkpo-test/no-such-model is not in the local")
     assert "HF_HUB_OFFLINE=1" in message
+
+
+@pytest.mark.parametrize("hub_id", ["models/mine", "/no/such/folder", "./mine"])
+def test_a_path_as_hub_id_is_named_a_path(hub_id, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "mine").mkdir(parents=True)  # a folder that looks like an id
+    cfg = {"name": "mine", "source": "hub", "hub_id": hub_id}
+    with pytest.raises(ModelLoadError) as err:
+        check_model(cfg)
+    assert str(err.value) == (
+        f"model.hub_id={hub_id!r} is a path, not a hub id (namespace/name); for a model "
+        f"in a local folder use model.source=local model.path={hub_id}"
+    )
 
 
 @pytest.mark.parametrize(
@@ -386,3 +401,23 @@ def test_a_local_folder_with_other_weights_than_its_pin_is_refused():
     cfg["sha256"] = "0" * 64
     with pytest.raises(ModelLoadError, match="differs from model.sha256"):
         check_model(cfg)
+
+
+def test_loading_a_model_imports_no_task_sampler_or_builder_and_names_the_missing_builder():
+    code = (
+        "import sys\n"
+        "from pkpo.models import ModelLoadError, check_model\n"
+        "try:\n"
+        "    check_model({'name': 'tb', 'source': 'pretrain', 'pretrain': {'seed': 0}})\n"
+        "except ModelLoadError as err:\n"
+        "    print(err)\n"
+        "above = ('pkpo.pretrain', 'pkpo.tasks', 'pkpo.samplers', 'pkpo.rollouts',"
+        " 'pkpo.scoring')\n"
+        "print([m for m in above if m in sys.modules])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == [
+        "model=tb: source=pretrain models are built by pkpo.pretrain, which is not loaded; "
+        "import pkpo.pretrain first (pkpo-train does)",
+        "[]",
+    ]

@@ -4,6 +4,8 @@ repository, is ``.ci/wheel_check``, which CI runs after the suite)."""
 from __future__ import annotations
 
 import importlib.resources
+import subprocess
+import sys
 from pathlib import Path
 
 import tomllib
@@ -31,3 +33,29 @@ def test_configs_and_notebooks_ship_as_packages_from_the_top_level_folders():
 
     assert all((notebooks / f"{name}.py").is_file() for name in pkpo.notebooks.NOTEBOOKS)
     assert (notebooks / "paper" / "tables.csv").is_file()
+
+
+def test_the_estimators_and_transforms_import_none_of_the_heavy_stack():
+    # a fresh interpreter: this one has imported torch already
+    code = (
+        "import sys, pkpo.estimators, pkpo.transforms\n"
+        "out = pkpo.transforms.transform('pkpo_sloo_minus_one', [[1.0, 0.0, 1.0, 0.0]], 2)\n"
+        "heavy = ('torch', 'transformers', 'hydra', 'omegaconf', 'pandas', 'scipy')\n"
+        "print(type(out).__module__, [m for m in heavy if m in sys.modules])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["numpy", "[]"]
+
+
+def test_a_command_without_its_extra_says_which_to_install_in_one_line(capsys):
+    import pytest
+
+    from pkpo import commands
+
+    with pytest.raises(SystemExit) as done:
+        commands._needs("pkpo-train", "train", ("numpy", "no_such_module_of_pkpo"))
+    assert done.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "pkpo-train: error: needs no_such_module_of_pkpo, which `pip install pkpo` leaves out; "
+        "install the extra: pip install 'pkpo[train]'"
+    ]

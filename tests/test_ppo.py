@@ -10,8 +10,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from pkpo.ppo import Batch, LossConfig, pad_batch, ppo_loss
-from pkpo.trainers.base import Rollout
-from pkpo.trainers.local import LocalTrainer
+from pkpo.trainers.base import PPOBatch
+from pkpo.trainers.local import local_trainer
 from pkpo.trainers.update import token_budget_groups
 from pkpo.transforms import transform
 
@@ -112,7 +112,7 @@ def test_k1_loo_update_equals_rloo_gradient(split):
     want = torch.autograd.grad(objective, list(model.parameters()))
 
     adv = transform("pkpo_sloo_minus_one", rewards, 1).reshape(-1).float()
-    trainer = LocalTrainer(
+    trainer = local_trainer(
         model,
         pad_id=0,
         max_new_tokens=max_new,
@@ -122,7 +122,7 @@ def test_k1_loo_update_equals_rloo_gradient(split):
         device="cpu",
         **split,
     )
-    trainer.update(Rollout(prompts, comps, adv, [0, 0, 0, 1, 1, 1]))
+    trainer.update(PPOBatch(prompts, comps, adv, [0, 0, 0, 1, 1, 1]))
     for g_want, p in zip(want, model.parameters(), strict=True):
         # the loss is the negative objective
         torch.testing.assert_close(-p.grad, g_want, rtol=1e-4, atol=1e-7)
@@ -146,11 +146,11 @@ def test_token_batched_ppo_epochs_match_per_sample_micro_batches():
     for split in ({"micro_batch_size": 1}, {"micro_batch_tokens": 18}):
         torch.manual_seed(3)
         model = _tiny_llama()
-        trainer = LocalTrainer(
+        trainer = local_trainer(
             model, pad_id=0, max_new_tokens=4, lr=1e-2, epochs=2, minibatch_size=3,
             max_grad_norm=0.0, device="cpu", **split,
         )  # fmt: skip
-        stats = trainer.update(Rollout(prompts, comps, adv, [0, 0, 1, 1, 2, 2]))
+        stats = trainer.update(PPOBatch(prompts, comps, adv, [0, 0, 1, 1, 2, 2]))
         assert stats["ratio_dev"] > 0  # the second epoch's ratios are not 1: old log-probs used
         params.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     torch.testing.assert_close(params[1], params[0], rtol=1e-4, atol=1e-6)
@@ -170,7 +170,7 @@ def test_update_entropy_is_the_token_mean_over_completions(epochs):
         for p, c in zip(prompts, comps, strict=True):
             logp = model(input_ids=torch.tensor([p + c])).logits[0, :-1].log_softmax(-1)
             ents.extend((-(logp.exp() * logp).sum(-1))[len(p) - 1 :].tolist())
-    trainer = LocalTrainer(
+    trainer = local_trainer(
         model,
         pad_id=0,
         max_new_tokens=4,
@@ -181,7 +181,7 @@ def test_update_entropy_is_the_token_mean_over_completions(epochs):
         device="cpu",
     )
     stats = trainer.update(
-        Rollout(prompts, comps, torch.tensor([1.0, -1, 0.5, -0.5]), [0, 0, 1, 1])
+        PPOBatch(prompts, comps, torch.tensor([1.0, -1, 0.5, -0.5]), [0, 0, 1, 1])
     )
     assert stats["entropy"] == pytest.approx(sum(ents) / len(ents), rel=1e-5)
     assert "entropy_sum" not in stats and "tokens" not in stats

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -245,3 +246,25 @@ def test_a_terminated_launcher_ends_its_runs_and_records_the_signal(tmp_path: Pa
     entry = json.loads((out / "manifest.json").read_text())["k1_s0"]
     assert entry["status"] == "failed"
     assert [(a["exit"], a.get("signal")) for a in entry["attempts"]] == [(None, "SIGTERM")]
+
+
+def test_clean_text_cuts_any_environment_s_packages_folder() -> None:
+    from experiments.collect_runs import clean_text
+
+    line = "step 3/4]/opt/x/.venv/lib/python3.12/site-packages/torch/a.py:8: UserWarning: w"
+    assert clean_text(line) == "step 3/4]<site-packages>/torch/a.py:8: UserWarning: w"
+    assert clean_text('  File "/usr/lib/python3/dist-packages/b.py", line 1') == (
+        '  File "<site-packages>/b.py", line 1'
+    )
+
+
+def test_committed_logs_name_no_machine_path() -> None:
+    results = Path(__file__).resolve().parents[1] / "experiments" / "results"
+    machine = re.compile(r"(?<![\w.<>-])/(?:work|home|root|opt|tmp|usr|mnt|scratch)/")
+    found = [
+        f"{log.relative_to(results)}:{number}"
+        for log in sorted(results.rglob("*.log"))
+        for number, line in enumerate(log.read_text(errors="replace").splitlines(), 1)
+        if machine.search(line)
+    ]
+    assert found == []

@@ -231,7 +231,7 @@ def test_paper_preset_composes_validates_and_uses_real_keys(name):
         config.validate(tang)
     assert cfg.n == 16 and list(cfg.k_eval) == [1, 2, 4, 8, 12, 16]
     assert cfg.transform.name == "pkpo_sloo_minus_one"
-    assert cfg.trainer._target_ == "pkpo.trainers.deepspeed.DeepSpeedTrainer"
+    assert cfg.trainer._target_ == "pkpo.trainers.deepspeed.deepspeed_trainer"
     trainer_keys = set(cfg.trainer) - {"_target_"}
     assert trainer_keys <= _accepted(DeepSpeedEngine, LocalEngine, PPOTrainer)
     assert cfg.sampler._target_ == "pkpo.samplers.vllm.VLLMSampler.for_policy"

@@ -9,6 +9,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import conftest
 import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -23,7 +24,7 @@ from pkpo.tasks.base import Task
 from pkpo.tasks.math import GSM8KTask, MathTask
 
 REPO = Path(__file__).parents[1]
-DATA = REPO / ".." / "shared" / "data"
+DATA = conftest.SHARED_DATA  # None where $PKPO_DATA is unset: those tests are skipped
 CONFIGS = sorted((REPO / "conf" / "task").glob("*.yaml"))
 needs_sandbox = pytest.mark.skipif(available_isolation() == "none", reason="no sandbox here")
 
@@ -336,7 +337,7 @@ def test_arc_prompt_and_scores():
 # --- configs --------------------------------------------------------------------------
 
 
-# the configs that read ../shared/data (math, gsm8k, mbpp); mbpp also runs the sandbox
+# the configs that read $PKPO_DATA (math, gsm8k, mbpp); mbpp also runs the sandbox
 MARKS = {
     "math": [pytest.mark.shared_data],
     "gsm8k": [pytest.mark.shared_data],

@@ -339,3 +339,19 @@ def test_estimator_table_rejects_an_unknown_theta_name():
         compare.estimator_table(
             ["best"], [8], 4, SIGMA, 10, 3.0, (0.0, 1.5), 64, np.random.default_rng(0)
         )
+
+
+def test_figure_4_plus_draws_every_transform_it_is_given_even_without_a_style() -> None:
+    from pkpo.toy.figures import plot_variance_all
+
+    rows = [
+        {"theta": 0.5, "k": 2, "n": n, "estimator": name, "target": "∇max_g@k",
+         "variance": 1.0 / n, "scaled_variance": 2.0 / n, "skipped": skipped}
+        for n in (4, 8)
+        for name, skipped in (("loo", ""), ("zz_plugin", ""), ("aa_plugin", ""),
+                              ("maxrl", "binary rewards only"))
+    ]  # fmt: skip
+    fig = plot_variance_all(pd.DataFrame(rows), 100)
+    labels = [text.get_text() for legend in fig.legends for text in legend.get_texts()]
+    assert labels == [f"{name} (targets ∇max_g@k)" for name in ("loo", "aa_plugin", "zz_plugin")]
+    assert "not shown, they reject continuous rewards: maxrl" in fig._suptitle.get_text()

@@ -186,3 +186,54 @@ def test_unknown_scale_is_refused_by_the_transform_and_the_config(tmp_path) -> N
         C.ConfigError, match=r"transform.scale='bogus' is not a scale; .*paper, loo"
     ):
         C.validate(cfg)
+
+
+# ------------------------------------------------------------ extreme and odd inputs
+
+
+def test_huge_rewards_do_not_overflow_where_the_advantages_fit() -> None:
+    # by hand: g = (0.9, 1) x 1e308: loo = g_i - g_j = (-0.1, 0.1) x 1e308, dr_grpo half of it
+    g = [0.9e308, 1e308]
+    for name, want in (("loo", 1e307), ("pkpo_sloo_minus_one", 1e307), ("dr_grpo", 5e306)):
+        np.testing.assert_allclose(T.transform(name, g, 1), [-want, want], rtol=1e-12)
+    # z-scores are scale-free: (1, 3, 2) x 1e200 gives those of (1, 3, 2) up to eps's share
+    np.testing.assert_allclose(
+        T.transform("grpo", [1e200, 3e200, 2e200], 1), [-1.0, 1.0, 0.0], atol=1e-12
+    )
+    np.testing.assert_allclose(T.transform("grpo", [2e154, 0.0], 1), [0.5**0.5, -(0.5**0.5)])
+
+
+@pytest.mark.parametrize("name", T.names())
+def test_half_precision_in_is_half_precision_out(name: str) -> None:
+    import torch
+
+    rewards = [[1.0, 0.0, 1.0, 0.0]]
+    want = T.transform(name, np.array(rewards), 2)  # float64
+    for half in (np.array(rewards, dtype=np.float16), torch.tensor(rewards).half()):
+        out = T.transform(name, half, 2)
+        assert out.dtype == half.dtype, (name, type(half))
+        np.testing.assert_allclose(np.asarray(out, dtype=np.float64), want, rtol=2e-3, atol=2e-3)
+    out = T.transform(name, torch.tensor(rewards).bfloat16(), 2)
+    assert out.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("name", T.names())
+def test_a_list_of_rewards_is_accepted_as_an_array(name: str) -> None:
+    rewards = [[1.0, 0.0, 1.0]]
+    k = 2 if T.uses_k(name) else 3
+    np.testing.assert_array_equal(
+        T.transform(name, rewards, k), T.transform(name, np.array(rewards), k)
+    )
+
+
+@pytest.mark.parametrize("k", [True, 1.0, np.float64(1.0)])
+def test_pkpo_sloo_minus_one_refuses_a_k_that_is_not_an_integer(k) -> None:
+    with pytest.raises(ValueError, match="pkpo_sloo_minus_one: k must be an integer"):
+        T.transform("pkpo_sloo_minus_one", [1.0, 0.0, 1.0], k)
+
+
+def test_pkpo_sloo_minus_one_refuses_a_float_tensor_k() -> None:
+    import torch
+
+    with pytest.raises(ValueError, match="k must be an integer"):
+        T.transform("pkpo_sloo_minus_one", [1.0, 0.0, 1.0], torch.tensor(1.0))

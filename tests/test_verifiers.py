@@ -9,6 +9,7 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
+import conftest
 import pytest
 
 from pkpo.verifiers.answers import final_answer, last_boxed, last_number, parse_integer
@@ -22,7 +23,7 @@ from pkpo.verifiers.code import (
 from pkpo.verifiers.grids import cell_accuracy, format_grid, grid_reward, parse_grid
 from pkpo.verifiers.math_equiv import math_equal, normalize
 
-DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
+DATA = conftest.SHARED_DATA  # None where $PKPO_DATA is unset: those tests are skipped
 
 
 # --- answer extraction ---------------------------------------------------------------

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pkpo.arms import ENTROPY_REG, TANG, k_opt_label
+from pkpo.arms import ENTROPY_REG, PAPER_ROWS
 
 from .errors import warn
 from .runs import arms_in, pick_split
@@ -26,9 +26,6 @@ from .style import display_model, display_task
 
 TABLE_K_EVALS = (1, 2, 4, 8, 16)
 """k_eval columns of Tables 1-4, 7 and 8."""
-
-PAPER_ROWS = (*(k_opt_label(k) for k in (1, 2, 4, 8)), TANG, ENTROPY_REG)
-"""Rows every results table shows, with or without runs ([TZSM25] is ``tang``)."""
 
 
 @dataclass(frozen=True)

@@ -72,10 +72,13 @@ def auto(
 
 
 def sampling_params(cfg: Mapping[str, Any], seed: int | None = None) -> SamplingParams:
-    """The ``SamplingParams`` a sampler config asks for, with this call's ``seed``."""
-    return SamplingParams(
-        temperature=float(cfg["temperature"]),
-        top_p=float(cfg["top_p"]),
-        max_new_tokens=int(cfg["max_new_tokens"]),
-        seed=seed,
-    )
+    """The ``SamplingParams`` a sampler config asks for, with this call's ``seed``; a
+    ValueError names the key of a value that is not a number or out of its range."""
+    values = {}
+    for key, kind in (("temperature", float), ("top_p", float), ("max_new_tokens", int)):
+        value = cfg[key]
+        if isinstance(value, bool) or not isinstance(value, int if kind is int else int | float):
+            what = "an integer" if kind is int else "a number"
+            raise ValueError(f"{key} must be {what}, got {value!r}")
+        values[key] = kind(value)
+    return SamplingParams(**values, seed=seed)

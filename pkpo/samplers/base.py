@@ -32,6 +32,7 @@ class SamplingParams:
     seed: int | None = None
 
     def __post_init__(self) -> None:
+        # the one home of these ranges: the loop's config check reports them as sampler.<key>
         if not self.temperature >= 0:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
         if not 0 < self.top_p <= 1:

@@ -18,7 +18,7 @@ from pkpo import estimators as E
 
 from . import gradients as G
 from . import problem
-from .style import ESTIMATOR_STYLE, K_COLORS, TRANSFORM_STYLE, TRANSFORM_TITLES
+from .style import ESTIMATOR_STYLE, K_COLORS, TRANSFORM_STYLE, TRANSFORM_TITLES, transform_style
 
 # Rows of draws per estimator call: bounds memory at ~100 MB of float64 per array.
 _CHUNK_SAMPLES = 1 << 20
@@ -228,16 +228,19 @@ def plot_variance_all(df: pd.DataFrame, n_estimates: int) -> Figure:
     """Figure 4+: every registered transform's variance against n at one theta (one
     ``compare.estimator_table`` theta), raw (left) and over its target's scale squared (right).
 
-    Transforms without a style, or skipped, are left out; the legend names each target.
+    Every transform in ``df`` is drawn (one registered by a plugin too, in a style of its
+    own: :func:`~pkpo.toy.style.transform_style`) except those skipped, which the title names
+    with the reason; the legend names each target.
     """
     theta, k = float(df.theta.iloc[0]), int(df.k.iloc[0])
     fig = Figure(figsize=(13, 6.4), layout="constrained")
     axes = fig.subplots(1, 2, sharex=True)
-    drawn = df[(df.skipped.fillna("") == "") & df.estimator.isin(TRANSFORM_STYLE)]
-    for name, style in TRANSFORM_STYLE.items():
+    drawn = df[df.skipped.fillna("") == ""]
+    names = set(drawn.estimator)
+    others = sorted(names - set(TRANSFORM_STYLE))
+    for name in [n for n in TRANSFORM_STYLE if n in names] + others:
+        style = transform_style(name, others)
         d = drawn[drawn.estimator == name].sort_values("n")
-        if d.empty:
-            continue
         dashed = style["ls"] == "--"
         label = f"{name} (targets {d.target.iloc[0]})"
         for ax, column in zip(axes, ("variance", "scaled_variance"), strict=True):

@@ -81,3 +81,17 @@ TRANSFORM_STYLE: dict[str, dict[str, object]] = {
     "dr_grpo": {"color": "tab:orange", "marker": "<", "ls": "--"},
     "grpo": {"color": "tab:olive", "marker": ">", "ls": "-"},
 }
+
+# markers for transforms registered elsewhere (plugins), in registry order after those above
+_OTHER_MARKERS = ("h", "p", "d", "8", "1", "2", "3", "4")
+
+
+def transform_style(name: str, others: list[str]) -> dict[str, object]:
+    """Figure 4+'s style of transform ``name``: its own in :data:`TRANSFORM_STYLE`, else one
+    by its place in ``others`` (the drawn transforms without one, sorted), so that every
+    registered transform is drawn."""
+    if name in TRANSFORM_STYLE:
+        return TRANSFORM_STYLE[name]
+    i = others.index(name)
+    colour = mpl.colormaps["tab20b"](i % 20)
+    return {"color": colour, "marker": _OTHER_MARKERS[i % len(_OTHER_MARKERS)], "ls": "-."}

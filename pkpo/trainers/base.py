@@ -17,8 +17,10 @@ import torch
 
 
 @dataclass
-class Rollout:
-    """One step's samples, flat and in group order: sample ``i`` belongs to ``group[i]``.
+class PPOBatch:
+    """What a PPO update takes: one step's samples as token ids, flat and in group order
+    (sample ``i`` belongs to ``group[i]``), with their advantages. The loop builds it from
+    its ``ScoredRollout``s (``pkpo.rollouts``), which also hold texts and rewards.
 
     ``advantages`` are the transformed rewards, already computed on whole groups.
     """
@@ -31,8 +33,8 @@ class Rollout:
     def __len__(self) -> int:
         return len(self.completion_ids)
 
-    def select(self, idx: list[int]) -> Rollout:
-        return Rollout(
+    def select(self, idx: list[int]) -> PPOBatch:
+        return PPOBatch(
             [self.prompt_ids[i] for i in idx],
             [self.completion_ids[i] for i in idx],
             self.advantages[idx],
@@ -40,17 +42,16 @@ class Rollout:
         )
 
 
-class Trainer(Protocol):
-    """What the loop trains with (``PPOTrainer``, over a local or DeepSpeed ``Engine``).
+class DataParallel(Protocol):
+    """What the loop and the PPO update ask of ranks, shared by ``Trainer`` and ``Engine``.
 
     Data parallelism is group-aware: the loop gives each rank ``shard(groups)``, whole
-    groups only, transforms them there, and ``gather``s per-group rows for metrics; only
-    the ``is_main`` rank writes logs. A single process is rank 0 of 1.
+    groups only, transforms them there, and ``gather``s per-group rows for metrics. A
+    single process is rank 0 of 1.
     """
 
     model: torch.nn.Module
     rank: int
-    is_main: bool
 
     def shard(self, groups: list[Any]) -> list[Any]:
         """This rank's share of the step's groups (contiguous, whole groups)."""
@@ -62,7 +63,14 @@ class Trainer(Protocol):
         """While open, ``model`` holds the full weights on every rank (ZeRO-3 shards them);
         every rank must enter it. Wraps a sampler's ``sync_weights``."""
 
-    def update(self, rollout: Rollout) -> dict[str, float]:
+
+class Trainer(DataParallel, Protocol):
+    """What the loop trains with (``PPOTrainer``, over a local or DeepSpeed ``Engine``);
+    only the ``is_main`` rank writes logs."""
+
+    is_main: bool
+
+    def update(self, rollout: PPOBatch) -> dict[str, float]:
         """PPO epochs over ``rollout``; returns statistics (loss, entropy, kl_old, ...)."""
 
     def save(self, directory: Path, extra: dict[str, Any]) -> None:
@@ -72,7 +80,7 @@ class Trainer(Protocol):
         """Restore the last checkpoint in ``directory``; its ``extra`` state, or None."""
 
 
-class Engine(Protocol):
+class Engine(DataParallel, Protocol):
     """Runs the policy for ``PPOTrainer``: forward, backward, optimizer step, ranks, state.
 
     ``model`` is the plain module (samplers generate with it; old log-probs are scored with
@@ -80,9 +88,7 @@ class Engine(Protocol):
     installs the hooks its backward needs). One process is rank 0 of a world of 1.
     """
 
-    model: torch.nn.Module
     device: torch.device
-    rank: int
     world_size: int
 
     @property
@@ -103,15 +109,6 @@ class Engine(Protocol):
 
     def all_sum(self, values: list[float]) -> list[float]:
         """Each value summed over ranks."""
-
-    def shard(self, groups: list[Any]) -> list[Any]:
-        """This rank's share of the step's groups (contiguous, whole groups)."""
-
-    def gather(self, rows: np.ndarray) -> np.ndarray:
-        """Per-group rows of every rank, concatenated in global group order."""
-
-    def gathered_weights(self) -> AbstractContextManager:
-        """While open, ``model`` holds the full weights on every rank (see ``Trainer``)."""
 
     def save(self, directory: Path, client: dict[str, Any]) -> None:
         """Checkpoint parameters, optimizer, schedule and ``client`` state, atomically."""

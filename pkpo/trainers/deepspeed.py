@@ -2,7 +2,7 @@
 
 ``DeepSpeedEngine`` is the engine (``pkpo.trainers.base.Engine``) of one rank: the model,
 its torch ``AdamW`` and the warm-up schedule handed to ``deepspeed.initialize`` as client
-objects. ``DeepSpeedTrainer`` (``trainer=deepspeed_zero2|3``) is the same PPO update as
+objects. ``deepspeed_trainer`` (``trainer=deepspeed_zero2|3``) is the same PPO update as
 ``trainer=local`` (``pkpo.trainers.update.PPOTrainer``: loss, old-policy scoring, epochs,
 minibatch shuffling) over it. A torch optimizer rather than DeepSpeed's fused Adam: the fused
 op JIT-compiles with nvcc and fails on machines whose ``TORCH_CUDA_ARCH_LIST`` has an arch
@@ -253,9 +253,9 @@ class DeepSpeedEngine:
         return client
 
 
-def DeepSpeedTrainer(model: torch.nn.Module, **keys: Any) -> PPOTrainer:  # noqa: N802
+def deepspeed_trainer(model: torch.nn.Module, **keys: Any) -> PPOTrainer:
     """``trainer=deepspeed_zero2|3``: ``PPOTrainer`` over a ``DeepSpeedEngine``; takes the
-    keys of both. Named like the class it replaced, which configs and run folders name."""
+    keys of both."""
     return build(DeepSpeedEngine, model, **keys)
 
 

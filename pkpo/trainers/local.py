@@ -1,7 +1,7 @@
 """Single-process PPO (CPU or one GPU): plain torch, AdamW, gradient accumulation.
 
 ``LocalEngine`` is the engine (``pkpo.trainers.base.Engine``) of one process: rank 0 of a
-world of 1, holding all the weights. ``LocalTrainer`` (``trainer=local``) is the PPO update
+world of 1, holding all the weights. ``local_trainer`` (``trainer=local``) is the PPO update
 (``pkpo.trainers.update.PPOTrainer``) over it.
 """
 
@@ -110,9 +110,6 @@ class LocalEngine:
         return state
 
 
-def LocalTrainer(model: torch.nn.Module, **keys: Any) -> PPOTrainer:  # noqa: N802
-    """``trainer=local``: ``PPOTrainer`` over a ``LocalEngine``; takes the keys of both.
-
-    Named like the class it replaced, which configs and run folders name as ``_target_``.
-    """
+def local_trainer(model: torch.nn.Module, **keys: Any) -> PPOTrainer:
+    """``trainer=local``: ``PPOTrainer`` over a ``LocalEngine``; takes the keys of both."""
     return build(LocalEngine, model, **keys)

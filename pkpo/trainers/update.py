@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from pkpo.ppo import AGGREGATIONS, Batch, LossConfig, pad_batch, ppo_loss, token_logprobs
-from pkpo.trainers.base import Engine, Rollout
+from pkpo.trainers.base import Engine, PPOBatch
 
 # the statistics that are not means over ranks' minibatches
 _GLOBAL_STATS = ("entropy", "lr", "grad_norm")
@@ -156,7 +156,7 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------ update
 
-    def update(self, rollout: Rollout) -> dict[str, float]:
+    def update(self, rollout: PPOBatch) -> dict[str, float]:
         """PPO epochs over this rank's ``rollout``; statistics are over all ranks."""
         counts = self.engine.gather(np.array([[len(rollout)]]))[:, 0].tolist()
         if len(set(counts)) > 1:
@@ -197,7 +197,7 @@ class PPOTrainer:
         out["grad_norm"] = means["grad_norm"]  # the engine's norm is global already
         return out
 
-    def _micro_batches(self, rollout: Rollout) -> list[tuple[list[int], Batch]]:
+    def _micro_batches(self, rollout: PPOBatch) -> list[tuple[list[int], Batch]]:
         """Micro-batches of the rollout: each one's sample indices and its batch (padded per
         micro-batch, on the engine's device); see the module docstring for the grouping."""
         if self.micro_batch_tokens is None:
@@ -219,7 +219,7 @@ class PPOTrainer:
         return out
 
     @torch.no_grad()
-    def _score_old(self, rollout: Rollout) -> tuple[list[torch.Tensor], list, float, float]:
+    def _score_old(self, rollout: PPOBatch) -> tuple[list[torch.Tensor], list, float, float]:
         """Old (and reference) log-probs per sample, the token entropy sum and token count."""
         model, temperature = self.engine.model, self.loss_cfg.temperature
         model.eval()
@@ -238,7 +238,7 @@ class PPOTrainer:
                     ref[i] = row
         return old, ref, entropy_sum, tokens
 
-    def _loss_norm(self, rollout: Rollout) -> float:
+    def _loss_norm(self, rollout: PPOBatch) -> float:
         """``token_mean``: mean tokens per sample over all ranks' samples; else
         ``max_new_tokens`` (``pkpo.ppo.aggregate``)."""
         if self.loss_cfg.aggregation != "token_mean":
@@ -249,7 +249,7 @@ class PPOTrainer:
         return tokens / max(samples, 1.0)
 
     def _step(
-        self, part: Rollout, old: list | None, ref: list | None, norm: float
+        self, part: PPOBatch, old: list | None, ref: list | None, norm: float
     ) -> dict[str, float]:
         """One optimizer step on a minibatch, accumulated over micro-batches; ``old`` is
         None when the update is this one step (the loss then takes its own entropy)."""
