@@ -5,10 +5,10 @@
 Writes ``docs/generated/``: each confirmatory study's claims table and its figure, the
 pilot's exploratory claims table, the SmolLM2 reproduction's held-out and claims tables, the
 stall search's table, verdict and Figure 8 analogues, the regime pilot's progress; and
-refreshes the README's blocks between ``<!-- generated:<key> -->`` and ``<!-- /generated -->``: per study
-``headline_<name>`` (its pre-registered primary comparisons) and ``claims_<name>`` /
-``claims_<name>_rereading`` (its claims as stated), and per stall search
-``claim7_<name>``.
+refreshes the README's blocks between ``<!-- generated:<key> -->`` and
+``<!-- /generated -->``: per study ``headline_<name>`` (its pre-registered primary
+comparisons) and ``claims_<name>`` / ``claims_<name>_rereading`` (its claims as stated), and
+per stall search ``claim7_<name>``.
 ``tests/test_docs.py`` fails when a committed file differs from its regeneration.
 """
 
