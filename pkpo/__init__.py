@@ -1,3 +1,3 @@
 """Pass@k Policy Optimization (Walder & Karkhanis, 2025)."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -34,6 +34,7 @@ LAYERS: Layers = (
         "pkpo", "pkpo.arrays", "pkpo.estimators", "pkpo.transforms", "pkpo.schedules", "pkpo.arms",
         "pkpo.metrics", "pkpo.ppo", "pkpo.prompts", "pkpo.cache", "pkpo.checkpoint",
         "pkpo.distributed", "pkpo.logger", "pkpo.summary", "pkpo.plugins", "pkpo.rundir",
+        "pkpo.placement",
     )),
     ("checkers", ("pkpo.verifiers", "pkpo.sandbox")),
     ("tasks", ("pkpo.tasks", "pkpo.scoring")),
