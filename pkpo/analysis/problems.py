@@ -121,7 +121,7 @@ def fig_pass_at_k_curves(
         raise NoDataError(f"{title}: no per-problem eval outcomes")
     ks = [k for k in ks if k <= counts["n"].min()]  # no unbiased pass@k above n (Corollary 2)
     configs = {run.config.arm: run.config.arm_config for run in runs}
-    fig = Figure(figsize=(5.5, 3.6), layout="constrained")
+    fig = Figure(figsize=(6.5, 4.0), layout="constrained")
     ax = fig.subplots()
     for arm in present:
         band = arm_curve(counts, arm, ks)
@@ -136,8 +136,8 @@ def fig_pass_at_k_curves(
     ax.set_ylabel("held-out pass@k (%)", fontsize=8)
     ax.legend(fontsize=7)
     fig.suptitle(
-        f"{title}\nmean over seeds × problems; band: 95 % simultaneous over k "
-        "(passk-inference; eval samples and problems, not training seeds)",
+        f"{title}\nmean over seeds × problems; band: 95 % simultaneous over k\n"
+        "(passk-inference: eval samples and problems, not training seeds)",
         fontsize=9,
     )
     return fig
