@@ -168,3 +168,17 @@ def test_resample_se_matches_redrawing_the_samples():
     truth = math.sqrt((p * (1 - p) / n).sum()) / 200
     assert redraws.std() == pytest.approx(truth, rel=0.05)
     assert estimated == pytest.approx(truth, rel=0.15)
+
+
+def test_eval_counts_from_the_committed_logs_give_back_each_runs_pass_at_1():
+    long_study = REPO / "experiments" / "results" / "tiny_arith_long"
+    runs = A.scan_runs([STUDY / "k1_s1000", long_study])  # before and after per-problem logs
+    counts = problems.eval_counts(runs)
+    assert set(counts["run"]) == {r.run for r in runs if "tiny_arith_long" in r.run}
+    for run in runs:
+        evals = [e for e in run.records if e["event"] == "eval" and "successes" in e]
+        if not evals:
+            continue
+        last = max(evals, key=lambda e: e["step"])
+        own = counts[counts["run"] == run.run]
+        assert (own["c"] / own["n"]).mean() == pytest.approx(last["pass@1"], abs=1e-12)

@@ -36,6 +36,8 @@ def eval_counts(runs: Sequence[RunLog], step: int | None = None) -> pd.DataFrame
     rows = []
     for run in runs:
         evals = [r for r in run.records if r["event"] == "eval" and "successes" in r]
+        if not evals:  # logged before evals recorded per-problem outcomes
+            continue
         split = pick_split([r.get("split") for r in evals])
         evals = [r for r in evals if r.get("split") == split]
         if step is not None:
