@@ -86,12 +86,10 @@ class Report:
 
     def results(self, table: ResultsTable, grid: Grid) -> str:
         """:meth:`table` for a :func:`results_table` rendered as ``grid``; rows without
-        runs are also listed under "no data", and a table with no runs at all only there."""
+        runs are also listed under "no data". A table with no runs at all (the paper's numbers
+        only) keeps its files but is shown on the index only in that one-line list."""
         seeds = table.cells.groupby("row", sort=False)["n_seeds"].max()
         empty = list(seeds.index[seeds == 0])
-        if len(empty) == len(seeds):
-            self.missing(table.key, table.title, "no runs at all")
-            return to_markdown(grid)
         markdown = self.table(
             table.key,
             grid,
@@ -99,7 +97,10 @@ class Report:
             used_runs=table.used_runs,
             skipped_runs=table.skipped_runs,
         )
-        if empty:
+        if len(empty) == len(seeds):
+            self.entries[-1]["without_runs"] = True
+            self.missing(table.key, table.title, "no runs at all")
+        elif empty:
             self.missing(table.key, table.title, "no runs for " + ", ".join(empty))
         return markdown
 
@@ -237,6 +238,14 @@ def write_index(
         )
 
     tables = [e for e in entries if e["kind"] == "table"]
+    without_runs = {e["key"]: e["files"][0] for e in tables if e.get("without_runs")}
+
+    def missing_html(entry: dict[str, Any]) -> str:
+        text = f"<b>{esc(entry['title'])}</b>: {esc(entry['reason'])}"
+        if entry["key"] in without_runs:
+            text += f" (<a href='{esc(without_runs[entry['key']])}'>table</a>)"
+        return text
+
     figures = [e for e in entries if e["kind"] == "figure"]
     missing = [e for e in entries if e["kind"] == "missing"]
     body = ["<h1>PKPO: tables and figures from run logs</h1>"]
@@ -252,11 +261,10 @@ def write_index(
     body.append("<h2 id='figures'>Figures</h2>")
     body += [figure_html(e) for e in figures if not e.get("lead")]
     body.append("<h2 id='tables'>Tables with runs</h2>")
-    body += [table_html(e) for e in tables if not e.get("lead")]
+    body += [table_html(e) for e in tables if not e.get("lead") and not e.get("without_runs")]
     body.append(f"<h2 id='missing'>No data ({len(missing)})</h2>")
-    body.append(
-        "<p>" + "; ".join(f"<b>{esc(e['title'])}</b>: {esc(e['reason'])}" for e in missing) + "</p>"
-    )
+    # one line; a table without runs is linked to its files (the paper's numbers)
+    body.append("<p>" + "; ".join(missing_html(e) for e in missing) + "</p>")
     body.append(
         f"<h2 id='warnings'>Problems and warnings ({len(problems) + len(warnings_seen)})</h2><ul>"
     )
