@@ -30,9 +30,8 @@ from pkpo.analysis.stated import seed_values
 RULE_FILE = "regime.yaml"
 
 
-def seed_means(folder: Path, rule: dict, metric: str) -> pd.DataFrame:
+def seed_means(df: pd.DataFrame, rule: dict, metric: str) -> pd.DataFrame:
     """Held-out ``metric`` (points) per eval step (rows) and pilot seed (columns)."""
-    df = A.load_runs([folder])
     evals = A.held_out(df)
     evals = evals[(evals["metric"] == metric) & evals["seed"].isin(rule["seeds"])]
     wide = evals.pivot_table(index="step", columns="seed", values="value", aggfunc="last")
@@ -79,8 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     if not path.is_file():
         parser.error(f"no {RULE_FILE} in {args.folder}")
     rule = yaml.safe_load(path.read_text(encoding="utf-8"))
-    pass1 = seed_means(args.folder, rule, "pass@1")
-    pass16 = seed_means(args.folder, rule, "pass@16")
+    df = A.load_runs([args.folder])  # read once, for the rule and the levels
+    pass1 = seed_means(df, rule, "pass@1")
+    pass16 = seed_means(df, rule, "pass@16")
     with pd.option_context("display.width", 200, "display.max_rows", 100):
         print("held-out pass@1 (points) per seed:\n", pass1.round(2))
         print("held-out pass@16 (points) per seed:\n", pass16.round(2))
@@ -90,16 +90,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"horizon: {chosen if chosen is not None else 'not decided yet (pilot incomplete)'}")
     if chosen is not None:
         print(f"k_opt = 1 at step {chosen}, mean over seeds (the next protocol's margins):")
-        for metric, value in levels(args.folder, rule, chosen).items():
+        for metric, value in levels(df, args.folder, rule, chosen).items():
             print(f"  {metric}: {value:.4g}")
     return 0
 
 
-def levels(folder: Path, rule: dict, step: int) -> dict[str, float]:
+def levels(df: pd.DataFrame, folder: Path, rule: dict, step: int) -> dict[str, float]:
     """What k_opt = 1 reaches at ``step``, mean over the pilot's seeds: held-out pass@k and
     the training metrics as the claims read them (points; entropy in nats), and the eval
     noise of one paired pass@1 difference (sqrt(2) x one run's resample s.e., points)."""
-    df = A.load_runs([folder])
     out = {}
     for metric in (*(f"pass@{k}" for k in (1, 2, 4, 8, 16)), "cumulative_solve_rate", "entropy"):
         values = seed_values(df, {rule["arm"]: "k_opt=1"}, step, ((rule["arm"], 1.0),), metric)

@@ -49,7 +49,14 @@ from . import decisions
 from .claims import STATEMENTS, TRAIN_WINDOW
 from .render import Grid, number
 from .runs import runs_under
-from .stated import StatedClaims, StatedTable, metric_source, seed_values, stated_table
+from .stated import (
+    StatedClaims,
+    StatedTable,
+    metric_source,
+    row_text,
+    seed_values,
+    stated_table,
+)
 
 PROTOCOL_FILE = "protocol.yaml"
 REREADING_FILE = "rereading.yaml"
@@ -71,14 +78,7 @@ class Contrast:
 
     def text(self, label: dict[str, str]) -> str:
         """``k_opt=8 − k_opt=1, pass@8``; ``A − ½ (B + C), pass@16`` for a half-half contrast."""
-        (first, _), *rest = sorted(self.terms, key=lambda term: -term[1])  # positive first
-        if len(rest) == 2 and all(c == -0.5 for _, c in rest):
-            against = f"½ ({label[rest[0][0]]} + {label[rest[1][0]]})"
-        else:
-            against = " − ".join(
-                label[a] if abs(c) == 1 else f"{abs(c):g} {label[a]}" for a, c in rest
-            )
-        return f"{label[first]} − {against}, {self.metric}"
+        return f"{row_text(self.terms, label)}, {self.metric}"
 
 
 @dataclass(frozen=True)
