@@ -255,22 +255,28 @@ def _raise_on_signal(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
-def git(*args: str) -> str:
+def git(*args: str, repo: Path = REPO) -> str:
     return subprocess.run(
-        ["git", *args], cwd=REPO, check=True, capture_output=True, text=True
+        ["git", *args], cwd=repo, check=True, capture_output=True, text=True
     ).stdout.strip()
+
+
+def tracked_changes(repo: Path = REPO) -> str:
+    """``git status`` of the tracked files only: what the runs' code could differ by from
+    the commit. Untracked files, such as a resumed sweep's own run folders, do not count."""
+    return git("status", "--porcelain", "--untracked-files=no", repo=repo)
 
 
 def protocol_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """Fill preset, arms, seeds, overrides and the output folder from ``--protocol``, and
-    pin the runs to the commit that holds it (refused in a checkout with changes)."""
+    pin the runs to the commit that holds it (refused when a tracked file has changed)."""
     path = args.protocol.resolve()
     try:
         protocol = Protocol.load(path)
     except (OSError, ValueError) as err:
         parser.error(f"--protocol: {err}")
-    if git("status", "--porcelain"):
-        parser.error("--protocol: the checkout has uncommitted changes; commit them first")
+    if tracked_changes():
+        parser.error("--protocol: tracked files have uncommitted changes; commit them first")
     if not git("log", "-1", "--format=%H", "--", str(path)):
         parser.error(f"--protocol: {path} is not committed")
     args.preset, args.arms, args.seeds = protocol.preset, list(protocol.arms), protocol.seeds

@@ -268,3 +268,20 @@ def test_committed_logs_name_no_machine_path() -> None:
         if machine.search(line)
     ]
     assert found == []
+
+
+def test_the_clean_checkout_check_counts_tracked_changes_only(tmp_path: Path) -> None:
+    """A resumed sweep's untracked run folders must not block it; an edited file must."""
+
+    def run_git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    run_git("init", "-q")
+    (tmp_path / "train.py").write_text("lr = 1\n")
+    run_git("add", "train.py")
+    run_git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "protocol")
+    (tmp_path / "k1_s0").mkdir()
+    (tmp_path / "k1_s0" / "events.jsonl").write_text("{}\n")
+    assert repro_sweep.tracked_changes(tmp_path) == ""
+    (tmp_path / "train.py").write_text("lr = 2\n")
+    assert repro_sweep.tracked_changes(tmp_path) == "M train.py"
