@@ -28,7 +28,8 @@ def test_the_committed_generated_tables_are_their_regeneration():
 @pytest.mark.parametrize(
     ("block", "name"),
     [
-        ("headline_tiny_arith_confirmatory", "confirmatory_tiny_arith_confirmatory_headline.md"),
+        ("claims_tiny_arith_long", "claims_tiny_arith_long_headline.md"),
+        ("claim7_stall_search_long", "claim7_stall_search_long_verdict.md"),
         (
             "claims_tiny_arith_confirmatory_rereading",
             "claims_tiny_arith_confirmatory_rereading_headline.md",

@@ -90,6 +90,25 @@ def test_the_entropy_trend_recomputed_by_hand(reread):
     assert row["effect"] == pytest.approx(np.mean(per_seed), abs=1e-9)
 
 
+def test_an_unfinished_study_is_shown_as_an_interim_look():
+    """Every planned run at the final eval: no interim mark. One run short: the counts are
+    those of the protocol's design (7 arms x 7 seeds), and every verdict says interim."""
+    protocol = Protocol.load(STUDY / "protocol.yaml")
+    df = A.load_runs([STUDY])
+    ((_, whole),) = A.stated_tables(df, protocol)[:1]
+    assert whole.interim is None
+    assert "(interim)" not in A.to_markdown(A.stated_grid(whole))
+    short = df[df["run"] != "tiny_arith_confirmatory/k4_s1003"]
+    ((_, table),) = A.stated_tables(short, protocol)[:1]
+    assert table.interim.startswith(
+        "Interim look: 48 of 49 planned runs have reached step 150 (6 of 7 seeds in every arm)"
+    )
+    grid = A.stated_headline_grid(table)
+    assert grid.notes[0] == table.interim
+    verdicts = [row[1] for row in grid.body if row[1]]
+    assert verdicts and all(v.endswith("(interim)") for v in verdicts)
+
+
 def test_a_bad_claims_section_is_refused_naming_the_key():
     arms = ["k1", "k2"]
     good = {

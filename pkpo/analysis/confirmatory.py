@@ -390,5 +390,24 @@ def stated_tables(df: pd.DataFrame, protocol: Protocol) -> list[tuple[str, State
             continue
         title = f"Claims as the paper states them: {protocol.name} ({claims.status})"
         table = stated_table(runs, claims, protocol.labels, protocol.final_step, title)
+        table.interim = interim_look(runs, protocol)
         out.append((f"claims_{protocol.name}{suffix}", table))
     return out
+
+
+def interim_look(runs: pd.DataFrame, protocol: Protocol) -> str | None:
+    """None when every planned (arm, seed) run has reached the final eval; else how many
+    have, and that the protocol's verdicts wait for all of them."""
+    final = runs[(runs["event"] == "eval") & (runs["step"] == protocol.final_step)]
+    done = set(zip(final["arm"], final["seed"].astype(int), strict=True))
+    planned = {(label, seed) for label in protocol.labels.values() for seed in protocol.seeds}
+    finished = planned & done
+    if finished == planned:
+        return None
+    complete = [s for s in protocol.seeds if all((a, s) in done for a in protocol.labels.values())]
+    return (
+        f"Interim look: {len(finished)} of {len(planned)} planned runs have reached step "
+        f"{protocol.final_step} ({len(complete)} of {len(protocol.seeds)} seeds in every arm). "
+        "No interim analysis was declared: these verdicts decide nothing; the table on every "
+        "seed does."
+    )

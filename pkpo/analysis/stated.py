@@ -203,7 +203,9 @@ def seed_values(
 
 @dataclass
 class StatedTable:
-    """One row per contrast (``rows``) with its part's and claim's verdicts."""
+    """One row per contrast (``rows``) with its part's and claim's verdicts. ``interim``:
+    None once every planned run has reached the final eval, else the sentence that says how
+    far the study is (its verdicts are then shown as an interim look that decides nothing)."""
 
     title: str
     claims: StatedClaims
@@ -211,6 +213,7 @@ class StatedTable:
     parts: pd.DataFrame
     verdicts: dict[str, str]
     notes: list[str]
+    interim: str | None = None
 
 
 def stated_table(
@@ -314,6 +317,7 @@ def stated_grid(table: StatedTable) -> Grid:
     ]
     body, seen_claims, seen_parts = [], set(), set()
     parts = table.parts.set_index("part")
+    shown = " (interim)" if table.interim else ""
     for r in table.rows.itertuples():
         digits = 3 if r.metric == "entropy" else 2
         signed = f"+.{digits}f"
@@ -329,7 +333,7 @@ def stated_grid(table: StatedTable) -> Grid:
         body.append(
             [
                 f"{r.claim}: {STATEMENTS.get(r.claim, '')}" if first_claim else "",
-                f"**{table.verdicts[r.claim]}**" if first_claim else "",
+                f"**{table.verdicts[r.claim]}**{shown}" if first_claim else "",
                 part.tested if first_part else "",
                 f"{part.verdict} ({decisive} / {part.margin:g})" if first_part else "",
                 r.comparison,
@@ -339,7 +343,8 @@ def stated_grid(table: StatedTable) -> Grid:
                 str(len(r.seeds)),
             ]
         )
-    return Grid(table.title, header, body, table.notes)
+    notes = [table.interim, *table.notes] if table.interim else table.notes
+    return Grid(table.title, header, body, notes)
 
 
 def stated_headline_grid(table: StatedTable) -> Grid:
@@ -348,7 +353,7 @@ def stated_headline_grid(table: StatedTable) -> Grid:
     header = ["Claim", "Verdict", "Tested", "Part verdict (decisive margin / margin)"]
     full = stated_grid(table)
     body = [[row[0], row[1], row[2], row[3]] for row in full.body if row[2]]
-    return Grid(table.title, header, body, table.notes[:1])
+    return Grid(table.title, header, body, full.notes[: 2 if table.interim else 1])
 
 
 def stated_tidy(table: StatedTable) -> pd.DataFrame:
