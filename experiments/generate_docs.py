@@ -47,6 +47,9 @@ def tables() -> dict[str, str]:
             table = A.confirmatory_table(runs(protocol.folder), protocol)
             out[f"{table.key}.md"] = A.to_markdown(A.confirmatory_grid(table))
             out[f"{table.key}_headline.md"] = A.to_markdown(A.headline_grid(table))
+        sweep = A.sweep_grid(protocol)
+        if sweep is not None:
+            out[f"sweep_{protocol.name}.md"] = A.to_markdown(sweep)
         for key, stated in A.stated_tables(runs(protocol.folder), protocol):
             out[f"{key}.md"] = A.to_markdown(A.stated_grid(stated))
             out[f"{key}_headline.md"] = A.to_markdown(A.stated_headline_grid(stated))

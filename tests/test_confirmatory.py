@@ -197,3 +197,26 @@ def test_two_claims_of_the_committed_study_recomputed_by_hand():
     order = np.argsort(p)
     adjusted = np.maximum.accumulate(np.minimum(1, (len(p) - np.arange(len(p))) * p[order]))
     np.testing.assert_allclose(primary["p_holm"].to_numpy()[order], adjusted, rtol=1e-12)
+
+
+def test_the_sweep_status_counts_the_manifest_by_arm(tmp_path):
+    """Hand-written manifest: one arm with a run done after a stopped attempt, one failed and
+    one never started; a manifest from before attempts were kept (exit codes only)."""
+    text = (STUDY.parent / "tiny_arith_long" / "protocol.yaml").read_text(encoding="utf-8")
+    (tmp_path / "protocol.yaml").write_text(text, encoding="utf-8")
+    protocol = confirmatory.Protocol.load(tmp_path / "protocol.yaml")
+    assert confirmatory.sweep_grid(protocol) is None  # no manifest, no table
+    stopped = {"started": "t0", "exit": None, "signal": "SIGTERM", "steps": 57, "wall_s": 73.2}
+    manifest = {
+        "k1_s4000": {"status": "done", "attempts": [stopped, {"exit": 0, "wall_s": 400.0}]},
+        "k1_s4001": {"status": "done", "attempts": [{"exit": 0, "wall_s": 300.0}]},
+        "k1_s4002": {"status": "failed", "attempts": [{"exit": 1, "wall_s": 9.0}]},
+        "k2_s4000": {"status": "done", "exit_codes": [1, 0], "wall_s": 250.0},
+    }
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    grid = confirmatory.sweep_grid(protocol)
+    rows = {row[0]: row[1:] for row in grid.body}
+    # planned, done, failed, not done yet, attempts, median wall of the finished attempts
+    assert rows["k_opt=1"] == ["15", "2", "1", "12", "4", "350"]
+    assert rows["k_opt=2"] == ["15", "1", "0", "14", "2", "250"]
+    assert rows["tang"] == ["15", "0", "0", "15", "0", "—"]

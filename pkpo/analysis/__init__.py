@@ -56,6 +56,7 @@ from .confirmatory import (
     find_protocols,
     headline_grid,
     stated_tables,
+    sweep_grid,
 )
 from .errors import AnalysisWarning, NoDataError
 from .figures import (
@@ -230,6 +231,7 @@ __all__ = [
     "stated_table",
     "stated_tables",
     "stated_tidy",
+    "sweep_grid",
     "power_table",
     "eval_counts",
     "fig_pass_at_k_curves",

@@ -31,6 +31,7 @@ else inconclusive.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -411,3 +412,51 @@ def interim_look(runs: pd.DataFrame, protocol: Protocol) -> str | None:
         "No interim analysis was declared: these verdicts decide nothing; the table on every "
         "seed does."
     )
+
+
+def sweep_grid(protocol: Protocol) -> Grid | None:
+    """Every planned run of the study by arm, from its launcher's ``manifest.json``: how
+    many finished, failed, are still to run, and their attempts (a stopped or failed
+    attempt is resumed or rerun by the next launch). None without a manifest."""
+    path = protocol.folder / "manifest.json"
+    if not path.is_file():
+        return None
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    header = ["Arm", "Planned", "Done", "Failed", "Not done yet", "Attempts", "Wall s (median)"]
+    body = []
+    for arm, label in protocol.labels.items():
+        runs = [manifest.get(f"{arm}_s{seed}", {}) for seed in protocol.seeds]
+        status = [run.get("status", "queued") for run in runs]
+        attempts = [_attempts(run) for run in runs]
+        walls = [
+            tries[-1]["wall_s"]
+            for run, tries in zip(runs, attempts, strict=True)
+            if run.get("status") == "done" and tries
+        ]
+        body.append(
+            [
+                label,
+                str(len(runs)),
+                str(status.count("done")),
+                str(status.count("failed")),
+                str(len(runs) - status.count("done") - status.count("failed")),
+                str(sum(len(tries) for tries in attempts)),
+                number(float(np.median(walls)) if walls else None, ".0f"),
+            ]
+        )
+    notes = [
+        f"From {protocol.name}/manifest.json, written by experiments/repro_sweep.py: every "
+        "attempt of every run is kept there (start, exit or signal, steps, wall time); a run "
+        "whose attempt was stopped or failed is resumed from its checkpoint, or rerun from the "
+        "start without one, by the next launch. Wall time: the finished attempt's."
+    ]
+    return Grid(f"Sweep status: {protocol.name}", header, body, notes)
+
+
+def _attempts(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """A manifest entry's attempts; manifests before 0.3.0 kept only the exit codes and the
+    last attempt's wall time."""
+    if "attempts" in run:
+        return run["attempts"]
+    codes = run.get("exit_codes", [])
+    return [{"exit": code, "wall_s": run.get("wall_s")} for code in codes]
