@@ -34,9 +34,16 @@ BLOCK = r"(<!-- generated:{} -->\n).*?(<!-- /generated -->)"
 
 
 @functools.cache
+def logs(folder: Path) -> tuple:
+    """The runs of one results folder, read once: the frame and the per-problem outcomes
+    (which the frame leaves out) both come from it."""
+    return tuple(A.scan_runs([folder]))
+
+
+@functools.cache
 def runs(folder: Path):
-    """The long runs frame of one results folder, read once for tables and figures."""
-    return A.load_runs([folder])
+    """The long runs frame of one results folder, for tables and figures."""
+    return A.runs_frame(logs(folder))
 
 
 def tables() -> dict[str, str]:
@@ -99,11 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         if not A.runs_under(study, protocol.folder).empty:
             fig = A.fig_held_out_progress(study, list(protocol.labels.values()), title)
             fig.savefig(args.out / f"confirmatory_{protocol.name}.png", dpi=110)
-        logs = [r for r in A.scan_runs([protocol.folder]) if r.config.seed in protocol.seeds]
-        if not A.eval_counts(logs).empty:  # evals with per-problem outcomes
+        study_logs = [r for r in logs(protocol.folder) if r.config.seed in protocol.seeds]
+        if not A.eval_counts(study_logs).empty:  # evals with per-problem outcomes
             title = f"Study {protocol.name}: held-out pass@k against k per arm, final eval"
             ks = [1, 2, 4, 8, 16, 32, 64]
-            fig = A.fig_pass_at_k_curves(logs, list(protocol.labels.values()), ks, title)
+            fig = A.fig_pass_at_k_curves(study_logs, list(protocol.labels.values()), ks, title)
             fig.savefig(args.out / f"passk_curves_{protocol.name}.png", dpi=110)
         if protocol.families["primary"]:
             headline = (args.out / f"confirmatory_{protocol.name}_headline.md").read_text()
