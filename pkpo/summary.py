@@ -61,10 +61,19 @@ def running_seconds(events: Sequence[dict[str, Any]]) -> float:
 
 
 def summarize(run_dir: str | Path) -> str:
-    """Read ``<run_dir>/events.jsonl`` once, draw ``progress.png`` and return the summary."""
+    """Read ``<run_dir>/events.jsonl`` once, draw ``progress.png`` and return the summary.
+
+    A figure that cannot be written (a full disk, a read-only folder) costs one warning
+    line, not the run: its log is already whole, and a non-zero exit would have a sweep
+    launcher count a finished run as failed."""
     run_dir = Path(run_dir)
     events = read_events(run_dir / "events.jsonl")
-    return run_summary(events, run_dir, plot_progress(events, run_dir))
+    try:
+        figure = plot_progress(events, run_dir)
+    except OSError as err:
+        print(f"[pkpo] warning: {run_dir / FIGURE} not written: {err}", file=sys.stderr)
+        figure = None
+    return run_summary(events, run_dir, figure)
 
 
 def run_summary(events: Sequence[dict[str, Any]], run_dir: Path, figure: Path | None = None) -> str:

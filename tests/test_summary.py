@@ -99,3 +99,22 @@ def test_summarize_reads_the_log_draws_the_figure_and_names_it(run: Path) -> Non
     text = summary.summarize(run)
     assert (run / summary.FIGURE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "(+0.060, +2.7 s.e.)" in text and text.endswith(f"figure: {run / summary.FIGURE}")
+
+
+def test_a_figure_that_cannot_be_written_costs_one_warning_not_the_run(
+    run: Path, monkeypatch, capsys
+) -> None:
+    import errno
+    import os
+
+    from matplotlib.figure import Figure
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Figure, "savefig", full_disk)
+    text = summary.summarize(run)
+    assert "(+0.060, +2.7 s.e.)" in text and "figure:" not in text
+    assert capsys.readouterr().err == (
+        f"[pkpo] warning: {run / summary.FIGURE} not written: [Errno 28] No space left on device\n"
+    )
