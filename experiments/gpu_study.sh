@@ -9,7 +9,7 @@
 # overrides). The runs are those `python -m experiments.repro_sweep --protocol PROTOCOL`
 # launches, in explicit form (--preset/--arms/--seeds/overrides), so that they can run in a
 # copy of the checkout without git; each run records the commit as `protocol_commit` when the
-# copy is a clean git checkout. OVERRIDEs are Hydra overrides added to every run.
+# copy is a git checkout whose tracked files are unchanged. OVERRIDEs are Hydra overrides added to every run.
 #
 # Prepare the carried folder here, on a machine with PyPI (the GPU machine has no registry):
 #   experiments/gpu_carry.sh carry     # carry/wheels: the project's wheel, hydra-core,
@@ -97,7 +97,8 @@ if [[ ${#SWEEP[@]} -eq 0 ]]; then
     exit 2
 fi
 EXTRA=("$@")
-if git diff --quiet HEAD 2>/dev/null && [[ -z "$(git status --porcelain 2>/dev/null)" ]]; then
+# tracked files only, as the launcher's check: the study's own run folders are untracked
+if git diff --quiet HEAD 2>/dev/null; then
     EXTRA+=("+protocol_commit=$(git rev-parse HEAD)")
 fi
 
