@@ -58,7 +58,7 @@ from tqdm import tqdm
 
 from pkpo import placement, plugins, rundir
 from pkpo.analysis.confirmatory import Protocol
-from pkpo.arms import SWEEP_ARMS, sweep_arm
+from pkpo.arms import SWEEP_ARMS, run_name, sweep_arm
 from pkpo.config import CONF_DIR
 from pkpo.logger import EventLogWarning, read_events
 
@@ -331,7 +331,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"repro_sweep: error: {err}", file=sys.stderr)
         return 2
     jobs = {
-        f"{arm}_s{seed}": command(args.preset, arm, seed, args.out / f"{arm}_s{seed}", args.extra)
+        run_name(arm, seed): command(
+            args.preset, arm, seed, args.out / run_name(arm, seed), args.extra
+        )
         for seed in args.seeds
         for arm in args.arms
     }

@@ -169,6 +169,12 @@ class Arm:
     overrides: tuple[str, ...]
 
 
+def run_name(arm: str, seed: int) -> str:
+    """A sweep's name for the run of ``arm`` (a sweep name) on ``seed``: its folder and its
+    key in the sweep's manifest."""
+    return f"{arm}_s{seed}"
+
+
 def sweep_arm(name: str, steps: int) -> Arm:
     """The arm a sweep name stands for; ``steps`` is the run length (``anneal`` switches
     k_opt halfway). Raises ``ValueError`` naming the known arms for an unknown name.

@@ -44,7 +44,7 @@ import yaml
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.weightstats import DescrStatsW
 
-from pkpo.arms import sweep_arm
+from pkpo.arms import run_name, sweep_arm
 
 from . import decisions
 from .claims import STATEMENTS, TRAIN_WINDOW
@@ -425,7 +425,7 @@ def sweep_grid(protocol: Protocol) -> Grid | None:
     header = ["Arm", "Planned", "Done", "Failed", "Not done yet", "Attempts", "Wall s (median)"]
     body = []
     for arm, label in protocol.labels.items():
-        runs = [manifest.get(f"{arm}_s{seed}", {}) for seed in protocol.seeds]
+        runs = [manifest.get(run_name(arm, seed), {}) for seed in protocol.seeds]
         status = [run.get("status", "queued") for run in runs]
         attempts = [_attempts(run) for run in runs]
         walls = [
@@ -445,7 +445,7 @@ def sweep_grid(protocol: Protocol) -> Grid | None:
             ]
         )
     notes = [
-        f"From {protocol.name}/manifest.json, written by experiments/repro_sweep.py: every "
+        f"From {protocol.name}/manifest.json, written by the sweep launcher: every "
         "attempt of every run is kept there (start, exit or signal, steps, wall time); a run "
         "whose attempt was stopped or failed is resumed from its checkpoint, or rerun from the "
         "start without one, by the next launch. Wall time: the finished attempt's."
