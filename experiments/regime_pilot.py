@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     if not path.is_file():
         parser.error(f"no {RULE_FILE} in {args.folder}")
     rule = yaml.safe_load(path.read_text(encoding="utf-8"))
-    df = A.load_runs([args.folder])  # read once, for the rule and the levels
+    logs = A.scan_runs([args.folder])  # read once: the frame for the rule, the per-problem
+    df = A.runs_frame(logs)  # outcomes (which the frame leaves out) for the levels' noise
     pass1 = seed_means(df, rule, "pass@1")
     pass16 = seed_means(df, rule, "pass@16")
     with pd.option_context("display.width", 200, "display.max_rows", 100):
@@ -90,12 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"horizon: {chosen if chosen is not None else 'not decided yet (pilot incomplete)'}")
     if chosen is not None:
         print(f"k_opt = 1 at step {chosen}, mean over seeds (the next protocol's margins):")
-        for metric, value in levels(df, args.folder, rule, chosen).items():
+        for metric, value in levels(df, logs, rule, chosen).items():
             print(f"  {metric}: {value:.4g}")
     return 0
 
 
-def levels(df: pd.DataFrame, folder: Path, rule: dict, step: int) -> dict[str, float]:
+def levels(df: pd.DataFrame, logs: list, rule: dict, step: int) -> dict[str, float]:
     """What k_opt = 1 reaches at ``step``, mean over the pilot's seeds: held-out pass@k and
     the training metrics as the claims read them (points; entropy in nats), and the eval
     noise of one paired pass@1 difference (sqrt(2) x one run's resample s.e., points)."""
@@ -103,7 +104,7 @@ def levels(df: pd.DataFrame, folder: Path, rule: dict, step: int) -> dict[str, f
     for metric in (*(f"pass@{k}" for k in (1, 2, 4, 8, 16)), "cumulative_solve_rate", "entropy"):
         values = seed_values(df, {rule["arm"]: "k_opt=1"}, step, ((rule["arm"], 1.0),), metric)
         out[metric] = float(values["d"].mean())
-    counts = A.eval_counts(A.scan_runs([folder]), step)
+    counts = A.eval_counts(logs, step)
     noise = [A.resample_se(run["c"], run["n"]) for _, run in counts.groupby("run")]
     out["pass@1 eval noise of a paired difference"] = 100 * math.sqrt(2) * float(np.mean(noise))
     return out
